@@ -1,0 +1,195 @@
+"""Run profiles (``quick`` / ``full``), device and precision selection, and seeding.
+
+Every notebook of the course starts with::
+
+    from teachkit.profiles import get_profile
+    P = get_profile()          # reads TEACHKIT_PROFILE, default "quick"
+    print(P.describe(model))   # profile, device, precision, dataset, model size
+
+* ``quick`` (the default on every machine): offline, CPU, the built-in procedural
+  shapes dataset and the small checkpoints shipped inside :mod:`teachkit.pretrained`.
+  Each notebook runs in three minutes or less on two CPU cores.
+* ``full`` (opt-in with ``TEACHKIT_PROFILE=full``): the best available accelerator,
+  CIFAR-10, the official DINO / SAM weights and real epoch counts.
+
+Sizes that differ between profiles are written at the call site with
+:meth:`Profile.choose`, so a reader sees both values side by side::
+
+    epochs = P.choose(quick=2, full=100)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+__all__ = [
+    "PROFILES",
+    "Precision",
+    "Profile",
+    "get_profile",
+    "pick_device",
+    "pick_precision",
+    "seed_everything",
+    "count_parameters",
+]
+
+PROFILES: tuple[str, ...] = ("quick", "full")
+ENV_VAR = "TEACHKIT_PROFILE"
+
+T = TypeVar("T")
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """The best device available: CUDA, then Apple's MPS, then the CPU.
+
+    Args:
+        prefer: force a device ("cpu", "cuda", "cuda:1", "mps"); ``None`` picks.
+    """
+    if prefer is not None:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a training step runs its arithmetic.
+
+    Attributes:
+        name: "bf16", "fp16" or "fp32", for printing.
+        autocast_dtype: dtype for ``torch.autocast``; ``None`` means no autocast.
+        use_grad_scaler: fp16 needs loss scaling (``torch.amp.GradScaler``) to keep
+            small gradients from underflowing; bf16 and fp32 do not.
+    """
+
+    name: str
+    autocast_dtype: torch.dtype | None
+    use_grad_scaler: bool
+
+    def autocast(self, device: torch.device | str):
+        """A context manager: ``torch.autocast`` for bf16/fp16, a no-op for fp32."""
+        device = torch.device(device)
+        enabled = self.autocast_dtype is not None
+        return torch.autocast(
+            device_type=device.type, dtype=self.autocast_dtype, enabled=enabled
+        )
+
+
+FP32 = Precision("fp32", None, False)
+FP16 = Precision("fp16", torch.float16, True)
+BF16 = Precision("bf16", torch.bfloat16, False)
+
+
+def pick_precision(
+    device: torch.device | str, capability: tuple[int, int] | None = None
+) -> Precision:
+    """Choose the arithmetic for ``device``.
+
+    * CUDA with compute capability >= 8.0 (A100, H100, RTX 30xx+): bf16 autocast.
+    * Older CUDA (a Colab T4 is sm_75): fp16 autocast with a gradient scaler.
+      ``torch.cuda.is_bf16_supported()`` answers True on a T4, but there bf16 is
+      emulated and slower than fp32, so the capability decides, not that call.
+    * CPU and MPS: fp32.
+
+    Args:
+        device: where the model runs.
+        capability: ``(major, minor)``; read from the device when ``None``.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return FP32
+    if capability is None:
+        capability = torch.cuda.get_device_capability(device)
+    return BF16 if capability >= (8, 0) else FP16
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch (all devices) and return a CPU generator.
+
+    A quick-profile run is then repeatable on the CPU: the same seed gives the same
+    numbers. (GPU kernels may still differ in the last bits between runs.)
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters of ``model`` (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class Profile:
+    """The settings a notebook or a training run works with.
+
+    Attributes:
+        name: "quick" or "full".
+        device: where tensors and models live.
+        precision: arithmetic for training steps (see :func:`pick_precision`).
+        dataset: the default dataset name of the profile ("shapes" or "cifar10").
+        offline: True when nothing may be downloaded (the quick profile).
+    """
+
+    name: str
+    device: torch.device
+    precision: Precision
+    dataset: str
+    offline: bool
+    extras: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_quick(self) -> bool:
+        return self.name == "quick"
+
+    def choose(self, *, quick: T, full: T) -> T:
+        """The value for this profile: ``P.choose(quick=2, full=100)``."""
+        return quick if self.is_quick else full
+
+    def describe(self, model: torch.nn.Module | None = None, **more: object) -> str:
+        """One line per setting, ready to print at the top of a notebook."""
+        lines = [
+            f"profile   : {self.name}",
+            f"device    : {self.device}",
+            f"precision : {self.precision.name}",
+            f"dataset   : {self.dataset}",
+        ]
+        if model is not None:
+            lines.append(f"model size: {count_parameters(model) / 1e6:.2f} M parameters")
+        lines += [f"{k:<10}: {v}" for k, v in more.items()]
+        return "\n".join(lines)
+
+
+def get_profile(name: str | None = None, device: str | None = None) -> Profile:
+    """Build the run profile.
+
+    Args:
+        name: "quick" or "full"; ``None`` reads the ``TEACHKIT_PROFILE`` environment
+            variable and falls back to "quick".
+        device: force a device; ``None`` means CPU for quick and the best available
+            accelerator for full.
+
+    Raises:
+        ValueError: for an unknown profile name (the message lists the valid ones).
+    """
+    if name is None:
+        name = os.environ.get(ENV_VAR, "quick")
+    name = name.strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; expected one of {list(PROFILES)}")
+    if name == "quick":
+        dev = torch.device(device or "cpu")
+        return Profile("quick", dev, pick_precision(dev), "shapes", offline=True)
+    dev = pick_device(device)
+    return Profile("full", dev, pick_precision(dev), "cifar10", offline=False)
