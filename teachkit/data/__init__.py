@@ -1,0 +1,5 @@
+"""Datasets of the course: procedural shapes (offline), CIFAR-10, sample photographs."""
+
+from teachkit.data.shapes import CLASSES, ShapesBatch, ShapesStream, make_scenes, make_shapes
+
+__all__ = ["CLASSES", "ShapesBatch", "ShapesStream", "make_scenes", "make_shapes"]

@@ -1,0 +1,79 @@
+"""CIFAR-10 loading through the full profile's code path, on a small archive in CIFAR's format."""
+
+import hashlib
+import io
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from teachkit.data.cifar import TEST_FILES, TRAIN_FILES, cifar10_classes, load_cifar10
+
+NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _batches(per_file: int = 6, seed: int = 0) -> dict[str, dict]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in (*TRAIN_FILES, *TEST_FILES):
+        out[name] = {
+            "batch_label": name,
+            "labels": rng.integers(0, 10, per_file).tolist(),
+            "data": rng.integers(0, 256, (per_file, 3072), dtype=np.uint8),
+            "filenames": [f"{name}_{i}.png" for i in range(per_file)],
+        }
+    return out
+
+
+def _archive(batches: dict[str, dict]) -> bytes:
+    """A .tar.gz laid out as the official cifar-10-python.tar.gz."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        files = {name: pickle.dumps(b, protocol=2) for name, b in batches.items()}
+        files["batches.meta"] = pickle.dumps({"label_names": NAMES, "num_cases_per_batch": 6})
+        for name, body in files.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return buf.getvalue()
+
+
+def test_download_extract_and_load_round_trip(tmp_path, loopback_server):
+    batches = _batches()
+    body = _archive(batches)
+    url = loopback_server.add("/cifar-10-python.tar.gz", body)
+    md5 = hashlib.md5(body).hexdigest()
+
+    images, labels = load_cifar10(tmp_path, train=True, download=True, url=url, md5=md5)
+    assert images.shape == (30, 3, 32, 32) and images.dtype == torch.uint8
+    assert labels.dtype == torch.int64
+    first = batches["data_batch_1"]
+    assert torch.equal(images[:6], torch.from_numpy(first["data"].reshape(6, 3, 32, 32)))
+    assert labels[:6].tolist() == first["labels"]
+
+    test_images, test_labels = load_cifar10(tmp_path, train=False)  # already on disk
+    assert test_images.shape == (6, 3, 32, 32)
+    assert test_labels.tolist() == batches["test_batch"]["labels"]
+    assert cifar10_classes(tmp_path) == NAMES
+
+
+def test_wrong_checksum_is_refused(tmp_path, loopback_server):
+    url = loopback_server.add("/cifar-10-python.tar.gz", _archive(_batches()))
+    with pytest.raises(RuntimeError, match="not found or corrupted|integrity"):
+        load_cifar10(tmp_path, train=True, download=True, url=url, md5="0" * 32)
+
+
+def test_missing_files_say_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        load_cifar10(tmp_path, train=False)
+
+
+def test_a_file_in_the_wrong_format_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": np.zeros((2, 10), np.uint8),
+                                                      "labels": [0, 1]}))
+    with pytest.raises(ValueError, match=r"expected 'data' of shape \(n, 3072\)"):
+        load_cifar10(tmp_path, train=False)

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from teachkit.profiles import (
+    get_profile,
+    pick_device,
+    pick_precision,
+    seed_everything,
+)
+
+
+def test_quick_is_default_and_runs_on_cpu(monkeypatch):
+    monkeypatch.delenv("TEACHKIT_PROFILE", raising=False)
+    p = get_profile()
+    assert p.name == "quick" and p.device.type == "cpu" and p.dataset == "shapes"
+    assert p.offline and p.precision.name == "fp32"
+    assert p.choose(quick=1, full=2) == 1
+
+
+def test_full_profile_from_environment(monkeypatch):
+    monkeypatch.setenv("TEACHKIT_PROFILE", "full")
+    p = get_profile()
+    assert p.name == "full" and p.dataset == "cifar10" and not p.offline
+    assert p.choose(quick=1, full=2) == 2
+
+
+def test_unknown_profile_lists_valid_names():
+    with pytest.raises(ValueError, match=r"unknown profile 'fast'.*\['quick', 'full'\]"):
+        get_profile("fast")
+
+
+@pytest.mark.parametrize(
+    ("capability", "name", "dtype", "scaler"),
+    [
+        ((7, 5), "fp16", torch.float16, True),  # T4: bf16 would be emulated
+        ((7, 0), "fp16", torch.float16, True),  # V100
+        ((8, 0), "bf16", torch.bfloat16, False),  # A100
+        ((9, 0), "bf16", torch.bfloat16, False),  # H100
+    ],
+)
+def test_precision_follows_compute_capability(capability, name, dtype, scaler):
+    prec = pick_precision("cuda", capability=capability)
+    assert (prec.name, prec.autocast_dtype, prec.use_grad_scaler) == (name, dtype, scaler)
+
+
+def test_precision_reads_capability_from_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert pick_precision("cuda").name == "fp16"
+
+
+def test_cpu_precision_is_fp32_and_autocast_is_a_no_op():
+    prec = pick_precision("cpu")
+    assert prec.name == "fp32" and not prec.use_grad_scaler
+    with prec.autocast("cpu"):
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype == torch.float32
+
+
+def test_pick_device_order(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device().type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device().type == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device().type == "cpu"
+    assert pick_device("cpu").type == "cpu"
+
+
+def test_seeding_repeats_random_numbers():
+    seed_everything(3)
+    a = torch.randn(5)
+    seed_everything(3)
+    assert torch.equal(a, torch.randn(5))
+
+
+def test_describe_prints_settings_and_model_size():
+    text = get_profile("quick").describe(torch.nn.Linear(10, 10))
+    for key in ("profile", "device", "precision", "dataset", "model size"):
+        assert key in text
+    assert "0.00 M" in text  # 110 parameters
