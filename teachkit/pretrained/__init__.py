@@ -1,0 +1,150 @@
+"""Small checkpoints shipped with teachkit, each beside its model card.
+
+"Pretrained first": a two-minute CPU run is too short to show what a method learns,
+so the quick profile loads checkpoints that ``python -m teachkit.train`` trained for
+longer, and each notebook still runs a short live training. A model card
+(``NAME.json``, rendered as ``NAME.md``) records the exact command, seed, data,
+hardware, wall time, the measured results and the metric history.
+
+Weights are stored in float16 to keep the files small (< 10 MB each) and loaded back
+into the model's dtype with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ModelCard", "SHIPPED_DIR", "available", "load_card", "load_shipped",
+           "load_or_train", "save_shipped"]
+
+SHIPPED_DIR = Path(__file__).parent
+
+
+@dataclass
+class ModelCard:
+    """What a shipped checkpoint is and how it was made.
+
+    Attributes:
+        name: the file stem (``NAME.pt``).
+        description: one sentence.
+        command: the exact command that trained it.
+        seed: the training seed.
+        data: what it trained on.
+        hardware: where it trained (CPU model and cores, or GPU name).
+        wall_time_s: training time in seconds.
+        results: measured results, e.g. ``{"knn_top1": 71.3}``, with units in the key.
+        history: metric curves (lists), subsampled.
+        created: date of training (YYYY-MM-DD).
+    """
+
+    name: str
+    description: str
+    command: str
+    seed: int
+    data: str
+    hardware: str
+    wall_time_s: float
+    results: dict[str, float] = field(default_factory=dict)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    created: str = ""
+
+    def summary(self) -> str:
+        """A few lines for a notebook: what was loaded and how it was trained."""
+        res = ", ".join(f"{k} = {v:g}" for k, v in self.results.items())
+        return (
+            f"{self.name}: {self.description}\n"
+            f"  trained by: {self.command}\n"
+            f"  on {self.hardware}, {self.wall_time_s / 60:.1f} min, seed {self.seed}"
+            + (f"\n  measured: {res}" if res else "")
+        )
+
+    def to_markdown(self) -> str:
+        rows = "\n".join(f"| {k} | {v:g} |" for k, v in self.results.items())
+        return (
+            f"# Model card: {self.name}\n\n{self.description}\n\n"
+            f"- **Command**: `{self.command}`\n- **Seed**: {self.seed}\n"
+            f"- **Data**: {self.data}\n- **Hardware**: {self.hardware}\n"
+            f"- **Wall time**: {self.wall_time_s:.0f} s\n- **Date**: {self.created}\n\n"
+            f"## Measured results\n\n| metric | value |\n| --- | --- |\n{rows}\n\n"
+            "The metric history is in the JSON file beside this one.\n"
+        )
+
+
+def available() -> list[str]:
+    """Names of the shipped checkpoints."""
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.pt"))
+
+
+def _path(name: str, suffix: str) -> Path:
+    if name not in available():
+        raise ValueError(f"no shipped checkpoint {name!r}; available: {available()}")
+    return SHIPPED_DIR / f"{name}{suffix}"
+
+
+def load_card(name: str) -> ModelCard:
+    """The model card of a shipped checkpoint."""
+    return ModelCard(**json.loads(_path(name, ".json").read_text()))
+
+
+def load_shipped(name: str, model: nn.Module) -> ModelCard:
+    """Load shipped weights into ``model`` strictly (every key must match) and return its card."""
+    state = torch.load(_path(name, ".pt"), map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"checkpoint {name!r} does not fit this model: missing keys "
+            f"{result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}"
+        )
+    model.eval()
+    return load_card(name)
+
+
+def save_shipped(model: nn.Module, card: ModelCard, directory: Path | None = None) -> Path:
+    """Write ``NAME.pt`` (float tensors as float16), ``NAME.json`` and ``NAME.md``."""
+    directory = Path(directory or SHIPPED_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.half() if v.is_floating_point() else v).clone()
+        for k, v in model.state_dict().items()
+    }
+    path = directory / f"{card.name}.pt"
+    torch.save(state, path)
+    (directory / f"{card.name}.json").write_text(json.dumps(asdict(card), indent=1))
+    (directory / f"{card.name}.md").write_text(card.to_markdown())
+    return path
+
+
+def load_or_train(
+    name: str,
+    model: nn.Module,
+    *,
+    train: Callable[[nn.Module], Any],
+    use_shipped: bool = True,
+) -> tuple[nn.Module, ModelCard]:
+    """The shipped checkpoint if there is one (and ``use_shipped``), else ``train(model)``.
+
+    Returns:
+        The model (in eval mode) and its card; for a model trained here the card
+        records this run's wall time.
+    """
+    if use_shipped and name in available():
+        return model, load_shipped(name, model)
+    start = time.perf_counter()
+    train(model)
+    model.eval()
+    card = ModelCard(
+        name=name, description="trained in this session", command="load_or_train(...)",
+        seed=torch.initial_seed(), data="see notebook", hardware=str(next(model.parameters()).device),
+        wall_time_s=time.perf_counter() - start, created=time.strftime("%Y-%m-%d"),
+    )
+    return model, card

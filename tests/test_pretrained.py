@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+import teachkit.pretrained as pretrained
+from teachkit.pretrained import ModelCard, load_or_train, load_shipped, save_shipped
+
+
+def _card(name="tiny_linear"):
+    return ModelCard(name=name, description="a test model", command="pytest", seed=0,
+                     data="none", hardware="cpu", wall_time_s=1.0, results={"acc": 1.0})
+
+
+def test_save_and_load_round_trip_in_fp16(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path)
+    model = torch.nn.Linear(4, 3)
+    save_shipped(model, _card(), tmp_path)
+    assert pretrained.available() == ["tiny_linear"]
+    assert torch.load(tmp_path / "tiny_linear.pt")["weight"].dtype == torch.float16
+    fresh = torch.nn.Linear(4, 3)
+    card = load_shipped("tiny_linear", fresh)
+    assert card.results == {"acc": 1.0} and "pytest" in card.summary()
+    assert fresh.weight.dtype == torch.float32
+    assert torch.allclose(fresh.weight, model.weight, atol=1e-3)
+    assert (tmp_path / "tiny_linear.md").read_text().startswith("# Model card: tiny_linear")
+
+
+def test_loading_is_strict_and_names_are_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path)
+    save_shipped(torch.nn.Linear(4, 3), _card(), tmp_path)
+    with pytest.raises(ValueError, match="does not fit this model: missing keys"):
+        load_shipped("tiny_linear", torch.nn.Sequential(torch.nn.Linear(4, 3)))
+    with pytest.raises(ValueError, match="no shipped checkpoint 'nope'; available: \\['tiny_linear'\\]"):
+        load_shipped("nope", torch.nn.Linear(4, 3))
+
+
+def test_load_or_train_trains_when_nothing_is_shipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path)
+    calls = []
+    model, card = load_or_train("absent", torch.nn.Linear(2, 2), train=calls.append)
+    assert calls == [model] and card.description == "trained in this session"
+
+
+@pytest.mark.parametrize("name", pretrained.available())
+def test_shipped_files_are_small_and_carded(name):
+    path = pretrained.SHIPPED_DIR / f"{name}.pt"
+    assert path.stat().st_size < 10 * 2**20
+    card = pretrained.load_card(name)
+    assert card.command.startswith("python -m teachkit.train") and card.results
