@@ -1,0 +1,170 @@
+"""Command-line training of the course's baseline models on the shapes dataset.
+
+``python -m teachkit.train autoencoder|contrastive|supervised ...`` trains one model,
+measures it on the fixed shapes splits (train 5,000 / test 1,000, seed 0), writes
+``model.pt`` and ``metrics.json`` into ``--out``, and with ``--ship NAME`` also writes
+the checkpoint and its model card into :mod:`teachkit.pretrained`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from teachkit.data.shapes import ShapesStream, shapes_splits
+from teachkit.knn import extract_features, knn_accuracy
+from teachkit.pretrained import ModelCard, save_shipped
+from teachkit.profiles import pick_device, seed_everything
+
+__all__ = ["add_commands", "hardware_name"]
+
+
+def hardware_name(device: torch.device) -> str:
+    """A readable name of where training ran: the GPU's name, or the CPU and its cores."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads ({os.cpu_count()} cores visible)"
+
+
+def _common(p: argparse.ArgumentParser, steps: int) -> None:
+    p.add_argument("--steps", type=int, default=steps, help="Optimisation steps.")
+    p.add_argument("--batch-size", type=int, default=128, help="Images per step.")
+    p.add_argument("--lr", type=float, default=2e-3, help="Peak learning rate (one-cycle).")
+    p.add_argument("--seed", type=int, default=0, help="Seed of weights and data stream.")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps; default: the best one.")
+    p.add_argument("--out", type=Path, required=True, help="Folder for model.pt, metrics.json.")
+    p.add_argument("--ship", default=None, metavar="NAME",
+                   help="Also write NAME.pt and its model card into teachkit/pretrained.")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the ``autoencoder``, ``contrastive`` and ``supervised`` sub-commands."""
+    p = sub.add_parser("autoencoder", help="Chapter 1: a convolutional autoencoder on shapes.")
+    _common(p, 6000)
+    p.add_argument("--code-dim", type=int, default=128, help="Bottleneck size.")
+    p.set_defaults(func=_run_autoencoder)
+
+    p = sub.add_parser("contrastive", help="Chapter 1: two-view contrastive (SimCLR) on shapes.")
+    _common(p, 6000)
+    p.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature.")
+    p.set_defaults(func=_run_contrastive)
+
+    p = sub.add_parser("supervised", help="A backbone trained with labels on shapes.")
+    _common(p, 1500)
+    p.add_argument("--arch", default="small_cnn",
+                   help="small_cnn, resnet18, or a ViT name (vit_nano, vit_tiny, ...).")
+    p.add_argument("--patch-size", type=int, default=4, help="ViT patch size.")
+    p.set_defaults(func=_run_supervised)
+
+
+def _split():
+    return shapes_splits(5000, 1000, seed=0)
+
+
+def _knn(model, preprocess=None) -> float:
+    train, test = _split()
+    kw = dict(progress=False, preprocess=preprocess)
+    bank = extract_features(model, train.images, **kw)
+    queries = extract_features(model, test.images, **kw)
+    return knn_accuracy(bank, train.labels, queries, test.labels)["top1"]
+
+
+def _finish(args, model, description: str, results: dict, losses: list[float], start: float,
+            device: torch.device) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), args.out / "model.pt")
+    stride = max(1, len(losses) // 200)
+    card = ModelCard(
+        name=args.ship or args.out.name,
+        description=description,
+        command="python -m teachkit.train " + " ".join(sys.argv[1:]),
+        seed=args.seed,
+        data=f"shapes stream (fresh 32x32 images, batch {args.batch_size}); evaluated on "
+        "shapes_splits(5000, 1000, seed=0)",
+        hardware=hardware_name(device),
+        wall_time_s=round(time.perf_counter() - start, 1),
+        results={k: round(v, 2) for k, v in results.items()},
+        history={"loss": [round(x, 5) for x in losses[::stride]]},
+        created=time.strftime("%Y-%m-%d"),
+    )
+    (args.out / "metrics.json").write_text(json.dumps(card.__dict__, indent=1))
+    if args.ship:
+        save_shipped(model.cpu(), card)
+    print(card.summary())
+
+
+def _run_autoencoder(args) -> None:
+    from teachkit.pretext.autoencoder import ConvAutoencoder, train_autoencoder
+
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    start = time.perf_counter()
+    model = ConvAutoencoder(resolution=32, code_dim=args.code_dim)
+    stream = ShapesStream(args.batch_size, seed=args.seed, device=device)
+    losses = train_autoencoder(model, stream, steps=args.steps, lr=args.lr, device=device)
+    knn = _knn(torch.nn.Sequential(model.encoder), preprocess=lambda x: x.float() / 255)
+    _finish(args, model, "Convolutional autoencoder (Chapter 1), code of 128 numbers.",
+            {"knn_top1_percent": knn, "final_mse": sum(losses[-50:]) / len(losses[-50:])},
+            losses, start, device)
+
+
+def _run_contrastive(args) -> None:
+    from teachkit.dino.augment import MultiCropConfig
+    from teachkit.dino.batched_augment import BatchedMultiCrop
+    from teachkit.models.resnet import small_cnn
+    from teachkit.pretext.contrastive import ContrastiveModel, train_contrastive
+
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    start = time.perf_counter()
+    model = ContrastiveModel(small_cnn(width=32, embed_dim=128))
+    augment = BatchedMultiCrop(MultiCropConfig(local_crops_number=0, global_crops_scale=(0.3, 1.0)))
+    stream = ShapesStream(args.batch_size, seed=args.seed, device=device)
+    losses = train_contrastive(model, stream, augment, steps=args.steps, lr=args.lr,
+                               temperature=args.temperature, device=device, seed=args.seed)
+    model.cpu()
+    _finish(args, model, "Two-view contrastive model (Chapter 1), small CNN backbone.",
+            {"knn_top1_percent": _knn(model)}, losses, start, device)
+
+
+def _run_supervised(args) -> None:
+    from teachkit.supervised import Classifier, accuracy, train_supervised
+
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    start = time.perf_counter()
+    model = Classifier(_backbone(args.arch, args.patch_size), num_classes=10)
+    stream = ShapesStream(args.batch_size, seed=args.seed, device=device)
+    losses = train_supervised(model, stream, steps=args.steps, lr=args.lr, device=device)
+    model.cpu()
+    _, test = _split()
+    results = {"test_accuracy_percent": accuracy(model, test.images, test.labels),
+               "knn_top1_percent": _knn(model.backbone)}
+    _finish(args, model, f"{args.arch} trained with labels on shapes.", results, losses, start,
+            device)
+
+
+def _backbone(arch: str, patch_size: int) -> torch.nn.Module:
+    from teachkit.models.resnet import resnet18_cifar, small_cnn
+    from teachkit.models.vit import VIT_SIZES, build_vit
+
+    if arch == "small_cnn":
+        return small_cnn()
+    if arch == "resnet18":
+        return resnet18_cifar()
+    if arch in VIT_SIZES:
+        return build_vit(arch, patch_size=patch_size, img_size=32)
+    raise ValueError(f"unknown arch {arch!r}; expected small_cnn, resnet18 or {list(VIT_SIZES)}")
