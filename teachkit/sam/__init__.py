@@ -1,0 +1,38 @@
+"""Segment Anything (SAM): image encoder, prompt encoder, mask decoder, predictor, automatic masks.
+
+Chapter 6: SAM, encoder to decoder. One module per idea, in the order the chapter
+explains them:
+
+* :mod:`~teachkit.sam.image_encoder` -- ViT with windowed attention, relative
+  positions and a conv neck (image -> ``256 x 64 x 64`` embedding);
+* :mod:`~teachkit.sam.prompt_encoder` -- points / boxes / masks -> embeddings;
+* :mod:`~teachkit.sam.transformer` -- the two-way transformer;
+* :mod:`~teachkit.sam.mask_decoder` -- output tokens -> mask logits and IoU scores;
+* :mod:`~teachkit.sam.model` -- :class:`Sam`, and resizing / padding / unpadding;
+* :mod:`~teachkit.sam.build` -- ``vit_b`` / ``vit_l`` / ``vit_h`` / ``vit_tiny_shapes``,
+  strict checkpoint loading (official checkpoints load unchanged);
+* :mod:`~teachkit.sam.predictor` -- :class:`SamPredictor`, prompts in image pixels;
+* :mod:`~teachkit.sam.automatic` -- :class:`AutomaticMaskGenerator`, "segment everything".
+"""
+
+from teachkit.sam.automatic import AutomaticMaskGenerator
+from teachkit.sam.build import (
+    SAM_CONFIGS,
+    SamConfig,
+    build_sam,
+    build_sam_from_config,
+    load_sam_checkpoint,
+)
+from teachkit.sam.model import Sam
+from teachkit.sam.predictor import SamPredictor
+
+__all__ = [
+    "AutomaticMaskGenerator",
+    "SAM_CONFIGS",
+    "Sam",
+    "SamConfig",
+    "SamPredictor",
+    "build_sam",
+    "build_sam_from_config",
+    "load_sam_checkpoint",
+]
