@@ -1,0 +1,175 @@
+"""Tests for teachkit.knn against a from-the-definition reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from teachkit.knn import (
+    extract_features,
+    imagenet_preprocess,
+    knn_accuracy,
+    knn_classify,
+    retrieve,
+)
+
+
+def reference_knn(bank, labels, queries, k, T, C):
+    """DINO paper, Sec. 4.1 / Wu et al. 2018, written as plainly as possible (Python loops)."""
+    bank = [[v / math.sqrt(sum(x * x for x in row)) for v in row] for row in bank.tolist()]
+    preds, scores = [], []
+    for q in queries.tolist():
+        norm = math.sqrt(sum(x * x for x in q))
+        q = [v / norm for v in q]
+        sims = [(sum(a * b for a, b in zip(q, row, strict=True)), i) for i, row in enumerate(bank)]
+        sims.sort(key=lambda t: -t[0])
+        score = [0.0] * C
+        for s, i in sims[:k]:
+            score[int(labels[i])] += math.exp(s / T)
+        best = max(range(C), key=lambda c: (score[c], -c))  # ties -> smallest class
+        preds.append(best)
+        scores.append(score)
+    return torch.tensor(preds), torch.tensor(scores, dtype=torch.float64)
+
+
+def problem(n=60, m=25, d=6, c=4, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    bank = torch.randn(n, d, generator=g, dtype=dtype) * 3  # not normalised on purpose
+    labels = torch.randint(0, c, (n,), generator=g)
+    queries = torch.randn(m, d, generator=g, dtype=dtype)
+    return bank, labels, queries
+
+
+@pytest.mark.parametrize("k,T", [(1, 0.07), (5, 0.07), (20, 0.5), (60, 1.0)])
+def test_matches_reference_definition(k: int, T: float) -> None:
+    bank, labels, queries = problem()
+    ref_pred, ref_scores = reference_knn(bank, labels, queries, k, T, 4)
+    out = knn_classify(bank, labels, queries, k=k, temperature=T, chunk_size=7)
+    assert torch.equal(out.predictions, ref_pred)
+    torch.testing.assert_close(out.scores, ref_scores, rtol=1e-9, atol=0)
+    assert out.topk_indices.shape == (25, k) and out.topk_similarities.shape == (25, k)
+    assert (out.topk_similarities[:, :-1] >= out.topk_similarities[:, 1:]).all()
+
+
+def test_float32_matches_reference_predictions() -> None:
+    bank, labels, queries = problem(n=200, m=40, d=16, c=7, seed=1, dtype=torch.float32)
+    ref_pred, ref_scores = reference_knn(bank.double(), labels, queries.double(), 20, 0.07, 7)
+    out = knn_classify(bank, labels, queries)
+    assert torch.equal(out.predictions, ref_pred)
+    torch.testing.assert_close(out.scores.double(), ref_scores, rtol=1e-4, atol=0)
+
+
+def test_single_query_and_empty_queries() -> None:
+    bank, labels, queries = problem()
+    one = knn_classify(bank, labels, queries[:1], k=3)
+    full = knn_classify(bank, labels, queries, k=3)
+    assert one.predictions.shape == (1,) and one.predictions[0] == full.predictions[0]
+    none = knn_classify(bank, labels, queries[:0], k=3)
+    assert none.predictions.shape == (0,) and none.scores.shape == (0, 4)
+
+
+def test_chunking_invariance() -> None:
+    bank, labels, queries = problem(n=300, m=50, d=32, c=10, seed=2, dtype=torch.float32)
+    a = knn_classify(bank, labels, queries, chunk_size=1)
+    b = knn_classify(bank, labels, queries, chunk_size=1024)
+    assert torch.equal(a.predictions, b.predictions)
+    assert torch.equal(a.topk_indices, b.topk_indices)
+    torch.testing.assert_close(a.scores, b.scores, rtol=1e-5, atol=0)  # BLAS gemv vs gemm
+
+
+def test_num_classes_and_accuracy() -> None:
+    # Two well separated clusters: every query is classified correctly.
+    bank = torch.cat([torch.randn(30, 4) * 0.05 + 5, torch.randn(30, 4) * 0.05 - 5])
+    labels = torch.tensor([0] * 30 + [3] * 30)
+    queries = torch.tensor([[5.0, 5, 5, 5], [-5.0, -5, -5, -5]])
+    out = knn_classify(bank, labels, queries, num_classes=6)
+    assert out.scores.shape == (2, 6) and out.predictions.tolist() == [0, 3]
+    acc = knn_accuracy(bank, labels, queries, torch.tensor([0, 3]), num_classes=6)
+    assert acc == {"top1": 100.0, "top5": 100.0}
+    acc = knn_accuracy(bank, labels, queries, torch.tensor([0, 0]))
+    assert acc == {"top1": 50.0}  # C = 4 < 5: no top-5
+    # A class with no votes is never a top-5 hit even though only 2 classes scored.
+    acc = knn_accuracy(bank, labels, queries, torch.tensor([1, 3]), num_classes=6)
+    assert acc == {"top1": 50.0, "top5": 50.0}
+
+
+def test_retrieve() -> None:
+    bank, _, _ = problem()
+    sims, idx = retrieve(bank, bank[[4, 9]] * 2.0, k=3)
+    assert idx[:, 0].tolist() == [4, 9]
+    torch.testing.assert_close(sims[:, 0], torch.ones(2, dtype=bank.dtype))
+    assert sims.shape == idx.shape == (2, 3)
+
+
+def test_errors() -> None:
+    bank, labels, queries = problem()
+    with pytest.raises(ValueError, match="k=61 is larger than the bank, which has 60"):
+        knn_classify(bank, labels, queries, k=61)
+    with pytest.raises(ValueError, match="k must be >= 1; got 0"):
+        knn_classify(bank, labels, queries, k=0)
+    with pytest.raises(ValueError, match="bank has D=6, queries have D=5"):
+        knn_classify(bank, labels, queries[:, :5])
+    with pytest.raises(ValueError, match="bank is empty"):
+        knn_classify(bank[:0], labels[:0], queries)
+    with pytest.raises(ValueError, match=r"bank_labels must have shape \(60,\).*\(59,\)"):
+        knn_classify(bank, labels[:59], queries)
+    nan_bank = bank.clone()
+    nan_bank[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="bank has non-finite values"):
+        knn_classify(nan_bank, labels, queries)
+    inf_q = queries.clone()
+    inf_q[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="queries has non-finite"):
+        retrieve(bank, inf_q)
+    with pytest.raises(ValueError, match="integer tensor.*float32"):
+        knn_classify(bank, labels.float(), queries)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        knn_classify(bank, labels, queries, temperature=0.0)
+    with pytest.raises(ValueError, match="num_classes=2 but bank_labels go up to 3"):
+        knn_classify(bank, labels, queries, num_classes=2)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        knn_classify(bank, labels, queries, chunk_size=0)
+    with pytest.raises(ValueError, match="k=100 is larger than the bank"):
+        retrieve(bank, queries, k=100)
+
+
+class MeanColour(nn.Module):
+    """A stand-in backbone: per-channel mean (B, 3) plus a dropout that eval mode disables."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(3))
+        self.drop = nn.Dropout(0.9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(x.mean(dim=(2, 3)) * self.scale)
+
+
+def test_extract_features_tensor_dataset_and_cache() -> None:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8, generator=g)
+    model = MeanColour().train()
+    feats = extract_features(model, images, batch_size=4, progress=False)
+    assert model.training  # mode restored
+    assert feats.shape == (10, 3) and feats.dtype == torch.float32
+    torch.testing.assert_close(feats.norm(dim=1), torch.ones(10))
+    expected = torch.nn.functional.normalize(imagenet_preprocess(images).mean(dim=(2, 3)), dim=1)
+    torch.testing.assert_close(feats, expected)  # dropout was off, uint8 was preprocessed
+
+    ds = TensorDataset(imagenet_preprocess(images), torch.arange(10))
+    torch.testing.assert_close(extract_features(model, ds, batch_size=3, progress=False), feats)
+
+    double = extract_features(model, images, preprocess=lambda x: 2 * x.float(), progress=False)
+    assert not torch.allclose(double, feats)
+
+    cache: dict[str, torch.Tensor] = {}
+    first = extract_features(model, images, cache=cache, cache_key="train", progress=False)
+    assert extract_features(model, images[:1], cache=cache, cache_key="train") is first
+    with pytest.raises(ValueError, match="both cache and cache_key"):
+        extract_features(model, images, cache=cache)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        extract_features(model, images[0], progress=False)
