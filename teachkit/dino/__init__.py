@@ -1,0 +1,58 @@
+"""DINO: self-distillation with no labels (Caron et al., 2021).
+
+One module per idea of the paper, in the order the course meets them:
+
+* :mod:`~teachkit.dino.augment`: the multi-crop recipe, one image at a time;
+* :mod:`~teachkit.dino.batched_augment`: the same recipe on a batch, on the device;
+* :mod:`~teachkit.dino.head`: the projection head and the multi-crop wrapper;
+* :mod:`~teachkit.dino.loss`: centring, sharpening and the cross-view cross-entropy;
+* :mod:`~teachkit.dino.teacher`: the momentum (EMA) teacher;
+* :mod:`~teachkit.dino.schedules`: learning-rate, weight-decay, momentum, temperature;
+* :mod:`~teachkit.dino.trainer`: the training loop (:func:`train_dino`).
+"""
+
+from teachkit.dino.augment import MultiCropAugmentation, MultiCropConfig, ViewParams
+from teachkit.dino.batched_augment import BatchedMultiCrop
+from teachkit.dino.head import DINOHead, MultiCropWrapper, cancel_gradients_last_layer
+from teachkit.dino.loss import DINOLoss, DINOLossOutput
+from teachkit.dino.schedules import (
+    clip_gradients,
+    cosine_schedule,
+    get_params_groups,
+    scaled_lr,
+    teacher_temp_schedule,
+)
+from teachkit.dino.teacher import build_teacher, update_teacher
+from teachkit.dino.trainer import (
+    DINOConfig,
+    History,
+    ImageBatches,
+    NonFiniteLossError,
+    build_backbone,
+    train_dino,
+)
+
+__all__ = [
+    "BatchedMultiCrop",
+    "DINOConfig",
+    "DINOHead",
+    "DINOLoss",
+    "DINOLossOutput",
+    "History",
+    "ImageBatches",
+    "MultiCropAugmentation",
+    "MultiCropConfig",
+    "MultiCropWrapper",
+    "NonFiniteLossError",
+    "ViewParams",
+    "build_backbone",
+    "build_teacher",
+    "cancel_gradients_last_layer",
+    "clip_gradients",
+    "cosine_schedule",
+    "get_params_groups",
+    "scaled_lr",
+    "teacher_temp_schedule",
+    "train_dino",
+    "update_teacher",
+]
