@@ -174,8 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m teachkit.train", description="Training commands of the teachkit course."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{dino}")
+    sub = parser.add_subparsers(dest="command", required=True)
     add_dino_parser(sub)
+    from teachkit.baselines import add_commands
+
+    add_commands(sub)  # autoencoder, contrastive, supervised (Chapter 1 and the baselines)
     return parser
 
 
@@ -271,7 +274,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"dino": run_dino}
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    if args.command in COMMANDS:
+        return COMMANDS[args.command](args)
+    return args.func(args) or 0
 
 
 if __name__ == "__main__":

@@ -64,10 +64,11 @@ def test_notebook_contract(path):
     # Ends with assertion cells; exercises with collapsible solutions.
     assert "assert " in "".join(code[-1]["source"])
     solutions = sum(s.count(":class: dropdown") for s in src)
-    assert 2 <= solutions <= 6, f"expected 2-4 exercises with collapsible solutions, found {solutions}"
+    assert 2 <= solutions <= 6, f"expected 2-4 exercises with solutions, found {solutions}"
     # No progress bars or warnings in checked cells.
     for c in code:
         if "nbval-ignore-output" in c.get("metadata", {}).get("tags", []):
             continue
         for out in c.get("outputs", []):
-            assert out.get("name") != "stderr", f"stderr in a checked cell: {''.join(c['source'])[:80]}"
+            where = "".join(c["source"])[:80]
+            assert out.get("name") != "stderr", f"stderr in a checked cell: {where}"

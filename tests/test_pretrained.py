@@ -29,7 +29,8 @@ def test_loading_is_strict_and_names_are_checked(tmp_path, monkeypatch):
     save_shipped(torch.nn.Linear(4, 3), _card(), tmp_path)
     with pytest.raises(ValueError, match="does not fit this model: missing keys"):
         load_shipped("tiny_linear", torch.nn.Sequential(torch.nn.Linear(4, 3)))
-    with pytest.raises(ValueError, match="no shipped checkpoint 'nope'; available: \\['tiny_linear'\\]"):
+    message = "no shipped checkpoint 'nope'; available: \\['tiny_linear'\\]"
+    with pytest.raises(ValueError, match=message):
         load_shipped("nope", torch.nn.Linear(4, 3))
 
 

@@ -38,7 +38,7 @@ def test_mask_matches_the_drawn_object_exactly():
     # (the background is smooth and the palette colours are far from it).
     cfg = ShapesConfig(noise_std=0.0, distractors=(0, 0))
     batch = make_shapes(64, resolution=32, seed=3, config=cfg)
-    for image, mask in zip(batch.images, batch.masks):
+    for image, mask in zip(batch.images, batch.masks, strict=True):
         assert mask.sum() > 20, "every object covers a good part of the image"
         pixels = image.permute(1, 2, 0)  # H, W, 3
         colours = pixels[mask].unique(dim=0)

@@ -1,21 +1,31 @@
 import pytest
 import torch
 
-from teachkit.data.stream import TensorStream
+from teachkit.data.stream import ImageBatches
 
 
-def test_epochs_cover_the_dataset_and_resume_exactly():
-    images = torch.arange(10).view(10, 1, 1, 1).expand(10, 3, 2, 2).to(torch.uint8)
-    stream = TensorStream(images, torch.arange(10), batch_size=5, seed=1)
+def _images(n: int) -> torch.Tensor:
+    return torch.arange(n).view(n, 1, 1, 1).expand(n, 3, 2, 2).to(torch.uint8)
+
+
+def test_an_epoch_covers_the_dataset_and_resuming_repeats_exactly():
+    stream = ImageBatches(_images(10), 5, seed=1)
     it = iter(stream)
-    first_epoch = torch.cat([next(it).labels for _ in range(2)])
+    first_epoch = torch.cat([next(it)[:, 0, 0, 0] for _ in range(2)])
     assert sorted(first_epoch.tolist()) == list(range(10))
     third = next(it)
-    assert torch.equal(next(iter(stream.at_step(2))).images, third.images)
+    assert torch.equal(next(iter(stream.at_step(2))), third)
 
 
-def test_bad_arguments():
-    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 4\]"):
-        TensorStream(torch.zeros(4, 3, 2, 2), batch_size=5)
-    with pytest.raises(ValueError, match="3 labels for 4 images"):
-        TensorStream(torch.zeros(4, 3, 2, 2), torch.zeros(3), batch_size=2)
+def test_two_processes_split_the_global_batch():
+    whole = next(iter(ImageBatches(_images(12), 6, seed=3, rank=0, world_size=1)))
+    halves = [next(iter(ImageBatches(_images(12), 3, seed=3, rank=r, world_size=2)))
+              for r in range(2)]
+    assert torch.equal(torch.cat(halves), whole)
+
+
+def test_a_batch_larger_than_the_dataset_is_refused():
+    with pytest.raises(ValueError, match="a global batch of 5 x 1 needs at least that many"):
+        ImageBatches(_images(4), 5, rank=0, world_size=1)
+    with pytest.raises(ValueError, match=r"images must be \(N, 3, H, W\)"):
+        ImageBatches(torch.zeros(4, 3, 2), 2)

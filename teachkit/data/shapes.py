@@ -349,7 +349,8 @@ def make_shapes(
         A :class:`ShapesBatch` of uint8 images (N, 3, H, W), labels (N,), masks (N, H, W).
     """
     _check(n, resolution)
-    cfg = replace(config or ShapesConfig(), shortcuts=shortcuts or (config or ShapesConfig()).shortcuts)
+    base = config or ShapesConfig()
+    cfg = replace(base, shortcuts=shortcuts or base.shortcuts)
     device = torch.device(device)
     g = _generator(seed, device)
     allowed = torch.tensor(

@@ -1,83 +1,89 @@
-"""Random batches of an in-memory dataset, with the same interface as ``ShapesStream``.
+"""An in-memory image dataset as an endless, resumable, shuffled stream of batches.
 
-The full profile trains on CIFAR-10 held as one uint8 tensor; this draws batches from
-it, deterministic from ``(seed, step)`` so a resumed run sees the batches an
-uninterrupted one would.
+The full profile trains on CIFAR-10 held as one uint8 tensor (on the GPU if you like:
+then batches are drawn there, with no data-loader bottleneck). Batches are
+deterministic from ``(seed, step)``, so a resumed run sees the batches an
+uninterrupted one would, and several processes of a ``torchrun`` job each take their
+slice of the same global batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
+import numpy as np
 import torch
+from torch import Tensor
 
-__all__ = ["LabeledBatch", "TensorStream", "random_batches"]
+from teachkit import distributed as dist
 
-
-@dataclass
-class LabeledBatch:
-    """images (B, 3, H, W) uint8 and labels (B,) int64 (or None)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor | None
+__all__ = ["ImageBatches", "mix_seed"]
 
 
-class TensorStream:
-    """Endless random batches of ``images`` (N, 3, H, W): epoch by epoch, reshuffled.
+def mix_seed(*values: int) -> int:
+    """A well-mixed 63-bit seed from several integers (e.g. seed and step)."""
+    return int(np.random.SeedSequence(list(values)).generate_state(2, np.uint64)[0] >> 1)
+
+
+class ImageBatches:
+    """An in-memory image tensor as an endless, resumable stream of shuffled batches.
+
+    Epoch ``e`` is a permutation drawn from ``(seed, e)``; batch ``i`` of the global
+    batch (``batch_size x world_size`` images, the last incomplete one dropped) is split
+    between processes, ``rank`` taking its slice, so several processes see exactly what
+    one process with the whole batch would.
 
     Args:
-        images: the dataset, uint8 (N, 3, H, W); move it to the GPU first to draw there.
-        labels: optional (N,) labels, returned alongside.
-        batch_size: images per batch (at most N).
-        seed: the shuffling seed.
-        start_step: the first step to yield (for resuming).
+        images: (N, 3, H, W) uint8 (or float in [0, 1]), e.g. CIFAR-10's training set.
+        batch_size: images per step for this process.
+        seed: seed of the shuffling.
+        rank, world_size: this process's share (defaults: from :mod:`teachkit.distributed`).
     """
 
     def __init__(
         self,
-        images: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        *,
+        images: Tensor,
         batch_size: int,
+        *,
         seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
         start_step: int = 0,
     ) -> None:
+        self.rank = dist.rank() if rank is None else rank
+        self.world_size = dist.world_size() if world_size is None else world_size
         if images.ndim != 4:
-            raise ValueError(f"expected images of shape (N, C, H, W), got {tuple(images.shape)}")
-        if not 0 < batch_size <= len(images):
+            raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+        if batch_size * self.world_size > images.shape[0]:
             raise ValueError(
-                f"batch_size must be in [1, {len(images)}] (the dataset size), got {batch_size}"
+                f"a global batch of {batch_size} x {self.world_size} needs at "
+                f"least that many images, got {images.shape[0]}"
             )
-        if labels is not None and len(labels) != len(images):
-            raise ValueError(f"{len(labels)} labels for {len(images)} images")
-        self.images, self.labels = images, labels
-        self.batch_size, self.seed, self.start_step = batch_size, seed, start_step
-        self.steps_per_epoch = len(images) // batch_size
+        self.images, self.batch_size, self.seed = images, batch_size, seed
+        self.start_step = start_step
 
-    def batch(self, step: int) -> LabeledBatch:
-        """The batch of step ``step``: a slice of the shuffled order of its epoch."""
-        epoch, i = divmod(step, self.steps_per_epoch)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.images), generator=g)
-        idx = order[i * self.batch_size : (i + 1) * self.batch_size].to(self.images.device)
-        labels = None if self.labels is None else self.labels[idx]
-        return LabeledBatch(self.images[idx], labels)
+    def __len__(self) -> int:
+        """Steps per epoch."""
+        return self.images.shape[0] // (self.batch_size * self.world_size)
 
-    def at_step(self, step: int) -> TensorStream:
-        """The same stream, starting at ``step``."""
-        return TensorStream(self.images, self.labels, batch_size=self.batch_size,
-                            seed=self.seed, start_step=step)
+    def at_step(self, step: int) -> ImageBatches:
+        return ImageBatches(
+            self.images,
+            self.batch_size,
+            seed=self.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+            start_step=step,
+        )
 
-    def __iter__(self) -> Iterator[LabeledBatch]:
-        step = self.start_step
+    def __iter__(self) -> Iterator[Tensor]:
+        step, order, order_epoch = self.start_step, None, -1
         while True:
-            yield self.batch(step)
+            epoch, i = divmod(step, len(self))
+            if epoch != order_epoch:
+                g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+                order, order_epoch = torch.randperm(self.images.shape[0], generator=g), epoch
+            start = (i * self.world_size + self.rank) * self.batch_size
+            index = order[start : start + self.batch_size].to(self.images.device)
+            yield self.images[index]
             step += 1
-
-
-def random_batches(
-    images: torch.Tensor, batch_size: int, *, labels: torch.Tensor | None = None, seed: int = 0
-) -> TensorStream:
-    """Shorthand for :class:`TensorStream`."""
-    return TensorStream(images, labels, batch_size=batch_size, seed=seed)

@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 
 from teachkit import distributed as dist
 from teachkit.checkpoint import capture_rng_state, load_latest, restore_rng_state, save_checkpoint
+from teachkit.data.stream import ImageBatches, mix_seed
 from teachkit.dino.augment import MultiCropConfig, to_float_image
 from teachkit.dino.batched_augment import BatchedMultiCrop
 from teachkit.dino.head import DINOHead, MultiCropWrapper, cancel_gradients_last_layer
@@ -314,75 +315,6 @@ class History:
 
     def save_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
-
-
-class ImageBatches:
-    """An in-memory image tensor as an endless, resumable stream of shuffled batches.
-
-    Epoch ``e`` is a permutation drawn from ``(seed, e)``; batch ``i`` of the global
-    batch (``batch_size x world_size`` images, the last incomplete one dropped) is split
-    between processes, ``rank`` taking its slice, so several processes see exactly what
-    one process with the whole batch would.
-
-    Args:
-        images: (N, 3, H, W) uint8 (or float in [0, 1]), e.g. CIFAR-10's training set.
-        batch_size: images per step for this process.
-        seed: seed of the shuffling.
-        rank, world_size: this process's share (defaults: from :mod:`teachkit.distributed`).
-    """
-
-    def __init__(
-        self,
-        images: Tensor,
-        batch_size: int,
-        *,
-        seed: int = 0,
-        rank: int | None = None,
-        world_size: int | None = None,
-        start_step: int = 0,
-    ) -> None:
-        self.rank = dist.rank() if rank is None else rank
-        self.world_size = dist.world_size() if world_size is None else world_size
-        if images.ndim != 4:
-            raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
-        if batch_size * self.world_size > images.shape[0]:
-            raise ValueError(
-                f"a global batch of {batch_size} x {self.world_size} needs at "
-                f"least that many images, got {images.shape[0]}"
-            )
-        self.images, self.batch_size, self.seed = images, batch_size, seed
-        self.start_step = start_step
-
-    def __len__(self) -> int:
-        """Steps per epoch."""
-        return self.images.shape[0] // (self.batch_size * self.world_size)
-
-    def at_step(self, step: int) -> ImageBatches:
-        return ImageBatches(
-            self.images,
-            self.batch_size,
-            seed=self.seed,
-            rank=self.rank,
-            world_size=self.world_size,
-            start_step=step,
-        )
-
-    def __iter__(self) -> Iterator[Tensor]:
-        step, order, order_epoch = self.start_step, None, -1
-        while True:
-            epoch, i = divmod(step, len(self))
-            if epoch != order_epoch:
-                g = torch.Generator().manual_seed(_mix_seed(self.seed, epoch))
-                order, order_epoch = torch.randperm(self.images.shape[0], generator=g), epoch
-            start = (i * self.world_size + self.rank) * self.batch_size
-            index = order[start : start + self.batch_size].to(self.images.device)
-            yield self.images[index]
-            step += 1
-
-
-def _mix_seed(*values: int) -> int:
-    """A well-mixed 63-bit seed from several integers (e.g. seed and step)."""
-    return int(np.random.SeedSequence(list(values)).generate_state(2, np.uint64)[0] >> 1)
 
 
 def build_backbone(
@@ -668,7 +600,7 @@ class _Run:
         """Crops of this process's images; draws for the global batch from (seed, step)."""
         images = images.to(self.device, non_blocking=True)
         b = images.shape[0]
-        g = torch.Generator().manual_seed(_mix_seed(self.cfg.seed, step))
+        g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step))
         params = self.augment.sample_params(
             b * self.world, generator=g, image_size=tuple(images.shape[-2:])
         )

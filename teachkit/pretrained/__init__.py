@@ -144,7 +144,8 @@ def load_or_train(
     model.eval()
     card = ModelCard(
         name=name, description="trained in this session", command="load_or_train(...)",
-        seed=torch.initial_seed(), data="see notebook", hardware=str(next(model.parameters()).device),
+        seed=torch.initial_seed(), data="see notebook",
+        hardware=str(next(model.parameters()).device),
         wall_time_s=time.perf_counter() - start, created=time.strftime("%Y-%m-%d"),
     )
     return model, card
