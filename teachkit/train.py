@@ -146,6 +146,12 @@ def add_dino_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py")
     run.add_argument("--download", action="store_true", help="download CIFAR-10 if missing")
     run.add_argument(
+        "--shortcuts",
+        action="store_true",
+        help="shapes only: per-image background hue, stripes and object colour (the "
+        "shortcut DINO learns instead of shape; Chapter 3)",
+    )
+    run.add_argument(
         "--out",
         default=None,
         help="output directory (checkpoint.pt, "
@@ -229,9 +235,11 @@ def _dino_data(args: argparse.Namespace, cfg) -> tuple[Any, tuple | None]:
             resolution=size,
             seed=cfg.seed * world + rank,
             device=dist.device_for_process(cfg.device),
+            shortcuts=args.shortcuts,
         )
-        bank = make_shapes(n_train or 5000, resolution=size, seed=10_000 + cfg.seed)
-        queries = make_shapes(n_test or 1000, resolution=size, seed=20_000 + cfg.seed)
+        kw = dict(resolution=size, shortcuts=args.shortcuts)
+        bank = make_shapes(n_train or 5000, seed=10_000 + cfg.seed, **kw)
+        queries = make_shapes(n_test or 1000, seed=20_000 + cfg.seed, **kw)
         eval_data = (bank.images, bank.labels, queries.images, queries.labels)
     elif dataset == "cifar10":
         from teachkit.data.cifar import load_cifar10

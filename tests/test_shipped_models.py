@@ -1,0 +1,71 @@
+"""Every shipped checkpoint reproduces the results its model card records.
+
+These tests also pin the shapes dataset: if the generator changed, the shipped
+models would no longer score what their cards say.
+"""
+
+import pytest
+import torch
+
+from teachkit import pretrained
+from teachkit.data.shapes import make_shapes, shapes_splits
+from teachkit.knn import extract_features, knn_accuracy
+
+
+def _builders():
+    from teachkit.models.resnet import small_cnn
+    from teachkit.pretext.autoencoder import ConvAutoencoder
+    from teachkit.pretext.contrastive import ContrastiveModel
+    from teachkit.supervised import Classifier
+
+    def autoencoder():
+        model = ConvAutoencoder(resolution=32, code_dim=128)
+        return model, torch.nn.Sequential(model.encoder), lambda x: x.float() / 255
+
+    def contrastive():
+        model = ContrastiveModel(small_cnn(width=32, embed_dim=128))
+        return model, model, None
+
+    def supervised_cnn():
+        model = Classifier(small_cnn(), num_classes=10)
+        return model, model.backbone, None
+
+    return {
+        "ch1_autoencoder_shapes": autoencoder,
+        "ch1_contrastive_shapes": contrastive,
+        "shapes_small_cnn_supervised": supervised_cnn,
+    }
+
+
+KNN_MODELS = [n for n in pretrained.available() if n in _builders()]
+
+
+@pytest.fixture(scope="module")
+def split():
+    torch.set_num_threads(1)  # deterministic reductions, and fast on a shared machine
+    return shapes_splits(5000, 1000, seed=0)
+
+
+@pytest.mark.parametrize("name", KNN_MODELS)
+def test_shipped_model_reproduces_its_knn_accuracy(name, split):
+    model, features, preprocess = _builders()[name]()
+    card = pretrained.load_shipped(name, model)
+    train, test = split
+    kw = dict(progress=False, preprocess=preprocess)
+    bank = extract_features(features, train.images, **kw)
+    queries = extract_features(features, test.images, **kw)
+    top1 = knn_accuracy(bank, train.labels, queries, test.labels)["top1"]
+    # fp16 storage moves a few borderline votes at most
+    assert abs(top1 - card.results["knn_top1_percent"]) <= 1.0
+
+
+def test_a_small_cnn_learns_the_shape_classes():
+    """The dataset's bar: a small CNN trained briefly with labels reaches >= 90 % on
+    images it never saw (fresh seed), where raw pixels stay <= 45 % (test_shapes.py)."""
+    from teachkit.supervised import accuracy
+
+    model, _, _ = _builders()["shapes_small_cnn_supervised"]()
+    card = pretrained.load_shipped("shapes_small_cnn_supervised", model)
+    fresh = make_shapes(1000, seed=2026)
+    assert accuracy(model, fresh.images, fresh.labels) >= 90.0
+    assert card.results["test_accuracy_percent"] >= 90.0
