@@ -46,4 +46,4 @@ def test_shipped_files_are_small_and_carded(name):
     path = pretrained.SHIPPED_DIR / f"{name}.pt"
     assert path.stat().st_size < 10 * 2**20
     card = pretrained.load_card(name)
-    assert card.command.startswith("python -m teachkit.train") and card.results
+    assert "python -m teachkit.train " in card.command and card.results
