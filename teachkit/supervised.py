@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from teachkit.knn import imagenet_preprocess
+from teachkit.optim import one_cycle_adamw
 
 __all__ = ["Classifier", "train_supervised", "accuracy"]
 
@@ -52,11 +53,8 @@ def train_supervised(
     Returns:
         The loss of every step.
     """
-    if steps <= 0:
-        raise ValueError(f"steps must be positive, got {steps}")
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    opt, sched = one_cycle_adamw(model, lr=lr, steps=steps, weight_decay=weight_decay)
     losses: list[float] = []
     it = iter(batches)
     for _ in tqdm(range(steps), desc="supervised", disable=not progress):

@@ -7,11 +7,10 @@ the original (non-square) image.
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import pytest
 import torch
+from sam_reference import official_sam
 from segment_anything import SamPredictor as OfficialPredictor
 from segment_anything import modeling as official
 
@@ -24,37 +23,7 @@ H, W = 90, 120
 
 
 def official_tiny() -> official.Sam:
-    g = CFG.embedding_size
-    return official.Sam(
-        image_encoder=official.ImageEncoderViT(
-            depth=CFG.encoder_depth,
-            embed_dim=CFG.encoder_embed_dim,
-            img_size=CFG.img_size,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=CFG.encoder_num_heads,
-            patch_size=CFG.patch_size,
-            use_rel_pos=True,
-            global_attn_indexes=CFG.encoder_global_attn_indexes,
-            window_size=CFG.window_size,
-            out_chans=CFG.prompt_embed_dim,
-        ),
-        prompt_encoder=official.PromptEncoder(
-            embed_dim=CFG.prompt_embed_dim,
-            image_embedding_size=(g, g),
-            input_image_size=(CFG.img_size, CFG.img_size),
-            mask_in_chans=CFG.mask_in_chans,
-        ),
-        mask_decoder=official.MaskDecoder(
-            transformer=official.TwoWayTransformer(
-                depth=CFG.decoder_depth,
-                embedding_dim=CFG.prompt_embed_dim,
-                mlp_dim=CFG.decoder_mlp_dim,
-                num_heads=CFG.decoder_num_heads,
-            ),
-            transformer_dim=CFG.prompt_embed_dim,
-            iou_head_hidden_dim=CFG.iou_head_hidden_dim,
-        ),
-    ).eval()
+    return official_sam(CFG)
 
 
 @pytest.fixture(autouse=True, scope="module")

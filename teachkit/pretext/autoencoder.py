@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from teachkit.optim import one_cycle_adamw
+
 __all__ = ["ConvAutoencoder", "train_autoencoder"]
 
 
@@ -90,11 +92,8 @@ def train_autoencoder(
     Returns:
         The loss of every step.
     """
-    if steps <= 0:
-        raise ValueError(f"steps must be positive, got {steps}")
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    opt, sched = one_cycle_adamw(model, lr=lr, steps=steps, weight_decay=1e-4)
     losses: list[float] = []
     it = iter(batches)
     for _ in tqdm(range(steps), desc="autoencoder", disable=not progress):

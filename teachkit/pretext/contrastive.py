@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from teachkit.optim import one_cycle_adamw
 from teachkit.pretext.autoencoder import _images
 
 __all__ = ["ContrastiveModel", "nt_xent_loss", "train_contrastive"]
@@ -81,11 +82,8 @@ def train_contrastive(
     Returns:
         The loss of every step.
     """
-    if steps <= 0:
-        raise ValueError(f"steps must be positive, got {steps}")
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    opt, sched = one_cycle_adamw(model, lr=lr, steps=steps, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     it = iter(batches)
