@@ -69,3 +69,30 @@ def test_a_small_cnn_learns_the_shape_classes():
     fresh = make_shapes(1000, seed=2026)
     assert accuracy(model, fresh.images, fresh.labels) >= 90.0
     assert card.results["test_accuracy_percent"] >= 90.0
+
+
+def test_shipped_tiny_sam_reproduces_its_card():
+    """The tiny SAM's recorded mIoU (1 point, box, seen vs unseen) on the fixed held-out scenes."""
+    from teachkit.sam.evaluate import eval_scenes, evaluate_sam
+    from teachkit.sam.train import SamTrainConfig, build_training_sam, seen_class_ids
+
+    cfg = SamTrainConfig()
+    model = build_training_sam(cfg)
+    card = pretrained.load_shipped("sam_tiny_shapes", model)
+    scenes = eval_scenes(200, resolution=cfg.resolution)
+    summary = evaluate_sam(model, scenes, seen_classes=seen_class_ids(cfg.holdout),
+                           progress=False).summary()
+    for key in ("miou_1point", "miou_1point_unseen", "miou_box"):
+        assert abs(summary[key] - card.results[key]) <= 0.01, key
+
+
+def test_shipped_unet_reproduces_its_card():
+    from teachkit.sam.evaluate import eval_scenes
+    from teachkit.sam.train import SamTrainConfig, seen_class_ids
+    from teachkit.sam.unet import UNet, evaluate_unet
+
+    cfg = SamTrainConfig()
+    model = UNet(seen_class_ids(cfg.holdout), width=8, depth=4)
+    card = pretrained.load_shipped("unet_shapes", model)
+    summary = evaluate_unet(model, eval_scenes(200, resolution=cfg.resolution))
+    assert abs(summary["miou_seen"] - card.results["miou_seen"]) <= 0.01
