@@ -72,3 +72,17 @@ def test_notebook_contract(path):
         for out in c.get("outputs", []):
             where = "".join(c["source"])[:80]
             assert out.get("name") != "stderr", f"stderr in a checked cell: {where}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_figure_has_alt_text_and_a_caption(path):
+    """Figures reach every reader: alt text for screen readers, a caption saying what to notice."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        outputs = cell.get("outputs", [])
+        if not any("image/png" in o.get("data", {}) for o in outputs):
+            continue
+        meta = cell.get("metadata", {}).get("mystnb", {})
+        where = "".join(cell["source"])[:60]
+        assert len(meta.get("image", {}).get("alt", "")) > 20, f"no alt text: {where}"
+        assert len(meta.get("figure", {}).get("caption", "")) > 20, f"no caption: {where}"
