@@ -30,18 +30,22 @@ def images_per_second(fn, n: int, repeats: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None, help="JSON file for the results")
     args = p.parse_args()
     rows = []
     for res, n in ((32, 10000), (64, 4000), (224, 500)):
-        rate = images_per_second(lambda k, r=res: make_shapes(k, resolution=r, device=args.device),
-                                 n, args.repeats)
+        rate = images_per_second(
+            lambda k, r=res: make_shapes(k, resolution=r, device=args.device), n, args.repeats
+        )
         rows.append({"kind": "single object", "resolution": res, "images_per_s": round(rate)})
-    rate = images_per_second(lambda k: make_scenes(k, resolution=128, device=args.device), 1000,
-                             args.repeats)
+    rate = images_per_second(
+        lambda k: make_scenes(k, resolution=128, device=args.device), 1000, args.repeats
+    )
     rows.append({"kind": "scenes (2-5 objects)", "resolution": 128, "images_per_s": round(rate)})
     print(f"device: {args.device}, torch threads: {torch.get_num_threads()}")
     print(f"{'kind':<22}{'px':>5}{'images/s':>12}")
@@ -49,7 +53,11 @@ def main() -> None:
         print(f"{r['kind']:<22}{r['resolution']:>5}{r['images_per_s']:>12,}")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"device": args.device, "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)
+            json.dump(
+                {"device": args.device, "threads": torch.get_num_threads(), "rows": rows},
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
 def add_dino_parser(subparsers: argparse._SubParsersAction) -> None:
     """The ``dino`` subcommand: all DINOConfig and MultiCropConfig fields as flags."""
     from teachkit.dino.augment import MultiCropConfig
-    from teachkit.dino.trainer import DINOConfig
+    from teachkit.dino.config import DINOConfig
 
     presets = "; ".join(
         f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items())
@@ -202,7 +202,7 @@ def _resolved(args: argparse.Namespace, name: str, method: str = "dino") -> Any:
 def dino_config_from_args(args: argparse.Namespace):
     """DINOConfig from parsed flags over the profile's presets."""
     from teachkit.dino.augment import MultiCropConfig
-    from teachkit.dino.trainer import DINOConfig
+    from teachkit.dino.config import DINOConfig
 
     def collect(cls) -> dict[str, Any]:
         out = {}
@@ -246,7 +246,7 @@ def _dino_data(args: argparse.Namespace, cfg) -> tuple[Any, tuple | None]:
         eval_data = (bank.images, bank.labels, queries.images, queries.labels)
     elif dataset == "cifar10":
         from teachkit.data.cifar import load_cifar10
-        from teachkit.dino.trainer import ImageBatches
+        from teachkit.data.stream import ImageBatches
 
         images, labels = load_cifar10(args.data_root, train=True, download=args.download)
         test_images, test_labels = load_cifar10(args.data_root, train=False, download=args.download)

@@ -44,7 +44,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,9 @@ from tqdm.auto import tqdm
 from teachkit import distributed as dist
 from teachkit.checkpoint import capture_rng_state, load_latest, restore_rng_state, save_checkpoint
 from teachkit.data.stream import ImageBatches, mix_seed
-from teachkit.dino.augment import MultiCropConfig, to_float_image
+from teachkit.dino.augment import to_float_image
 from teachkit.dino.batched_augment import BatchedMultiCrop
+from teachkit.dino.config import ARCHS, DINOConfig
 from teachkit.dino.head import DINOHead, MultiCropWrapper, cancel_gradients_last_layer
 from teachkit.dino.loss import DINOLoss, DINOLossOutput
 from teachkit.dino.schedules import (
@@ -80,208 +81,9 @@ __all__ = [
     "train_dino",
 ]
 
-ARCHS: tuple[str, ...] = ("vit_nano", "vit_tiny", "vit_small", "vit_base", "resnet18", "small_cnn")
 STEP_STATS: tuple[str, ...] = ("loss", "teacher_entropy", "batch_entropy", "kl", "center_norm")
 #: ``callback(kind, record)``: kind is "step" or "epoch"; return True to stop training.
 Callback = Callable[[str, dict[str, float]], "bool | None"]
-
-
-def _opt(default: Any, help: str) -> Any:
-    """A dataclass field with its default and the help text the command line shows."""
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class DINOConfig:
-    """Every setting of a DINO run. Defaults are the official ones (ViT-S/16 recipe)
-    where they make sense at 32 px; ``metadata["help"]`` of each field says what it does
-    and what to try, and is the help text of the command line."""
-
-    # ---- model --------------------------------------------------------------------
-    arch: str = _opt(
-        "vit_tiny",
-        f"Backbone when none is passed: one of {', '.join(ARCHS)}. vit_nano or small_cnn "
-        "train on a CPU; vit_small is DINO's main model.",
-    )
-    patch_size: int = _opt(
-        4,
-        "ViT patch side in pixels. Smaller is better but costs more: 16 on ImageNet (224 px), "
-        "4 at 32 px (an 8 x 8 grid; 4 x 4 for 16 px local crops).",
-    )
-    drop_path_rate: float = _opt(
-        0.1, "Stochastic depth of the student ViT (teacher: 0). 0.1 for ViT-S; 0 for tiny ones."
-    )
-    out_dim: int = _opt(
-        65536,
-        "K, the number of prototypes of the head. 65536 in the paper for ImageNet; "
-        "1024-4096 is enough for CIFAR-10 or shapes and much cheaper.",
-    )
-    hidden_dim: int = _opt(
-        2048, "Width of the head's MLP (2048 in the paper; 512 for tiny models)."
-    )
-    bottleneck_dim: int = _opt(
-        256, "Size of the L2-normalised embedding before the prototypes (256)."
-    )
-    use_bn_in_head: bool = _opt(
-        False,
-        "BatchNorm in the head's MLP. Off for ViTs (official); it breaks the exact "
-        "equivalence between one process and several.",
-    )
-    norm_last_layer: bool = _opt(
-        True,
-        "Fix the weight-norm scales of the last layer to 1. True is stable; False trains "
-        "slightly better for ViT-S/16 but can be unstable.",
-    )
-    # ---- teacher and loss -----------------------------------------------------------
-    momentum_teacher: float = _opt(
-        0.996,
-        "Initial EMA momentum of the teacher, raised to 1 by a cosine schedule. Higher with "
-        "small batches: 0.9995 for batch 256.",
-    )
-    warmup_teacher_temp: float = _opt(
-        0.04,
-        "Teacher temperature at epoch 0: 0.04 works in most cases; lower it if the loss "
-        "does not decrease.",
-    )
-    teacher_temp: float = _opt(
-        0.04,
-        "Teacher temperature after the warm-up. Above 0.07 is unstable. The paper warms up "
-        "0.04 -> 0.07 over 30 epochs; the official default stays at 0.04.",
-    )
-    warmup_teacher_temp_epochs: int = _opt(
-        0, "Epochs of linear teacher-temperature warm-up (0: none; 30 in the paper)."
-    )
-    student_temp: float = _opt(0.1, "Student temperature (0.1).")
-    center_momentum: float = _opt(0.9, "EMA momentum of the teacher centre (0.9).")
-    # ---- optimisation ---------------------------------------------------------------
-    batch_size: int = _opt(
-        64,
-        "Images per step and process (the global batch is this x processes). 64 per GPU "
-        "officially; 1024 in the best runs.",
-    )
-    epochs: int = _opt(
-        100, "Length of training in epochs; the schedules span epochs x steps_per_epoch."
-    )
-    steps_per_epoch: int | None = _opt(
-        None,
-        "Steps per epoch; required for an endless stream (e.g. ShapesStream), otherwise len(data).",
-    )
-    lr: float = _opt(
-        5e-4,
-        "Peak learning rate for a batch of 256, scaled linearly with the global batch (0.0005).",
-    )
-    min_lr: float = _opt(1e-6, "Learning rate at the end of the cosine decay (1e-6).")
-    warmup_epochs: int = _opt(
-        10, "Epochs of linear learning-rate warm-up (10; about a tenth of a short run)."
-    )
-    weight_decay: float = _opt(0.04, "Initial weight decay (0.04); a small value early helps ViTs.")
-    weight_decay_end: float = _opt(0.4, "Final weight decay of the cosine schedule (0.4).")
-    clip_grad: float = _opt(
-        3.0,
-        "Max gradient norm of each parameter tensor (official per-parameter clipping); "
-        "0 disables. 0.3-1.0 can help large ViTs.",
-    )
-    freeze_last_layer: int = _opt(
-        1,
-        "Epochs during which the head's last layer is not updated (1); raise it if the loss "
-        "does not decrease.",
-    )
-    # ---- multi-crop -----------------------------------------------------------------
-    crops: MultiCropConfig = field(
-        default_factory=MultiCropConfig,
-        metadata={"help": "The multi-crop recipe (teachkit.dino.augment.MultiCropConfig)."},
-    )
-    # ---- run ------------------------------------------------------------------------
-    seed: int = _opt(0, "Seed of initialisation, data order and crops.")
-    device: str | None = _opt(
-        None, "'cpu', 'cuda', 'cuda:1', 'mps'; None picks (cuda:LOCAL_RANK under torchrun)."
-    )
-    precision: str = _opt(
-        "auto",
-        "'auto' (bf16 on Ampere+ GPUs, fp16 + loss scaling on older ones, fp32 on CPU), or "
-        "force 'fp32', 'bf16', 'fp16'. Try fp32 if the loss turns NaN.",
-    )
-    compile: bool = _opt(
-        False,
-        "torch.compile student and teacher (faster on recent GPUs after a minute of "
-        "compiling; falls back to eager with a warning if compiling fails).",
-    )
-    out_dir: str | None = _opt(
-        None,
-        "Directory for checkpoint.pt and metrics.json; a run restarted with the same "
-        "directory resumes. A Google Drive path on Colab. None: nothing is written.",
-    )
-    checkpoint_every: int = _opt(500, "Save a checkpoint every this many steps (and at the end).")
-    log_every: int = _opt(
-        10, "Read metrics back from the device every this many steps (each read is a sync)."
-    )
-    max_steps: int | None = _opt(
-        None,
-        "Stop (with a checkpoint) after this global step, leaving the schedules as for the "
-        "full run: split a long run into sessions.",
-    )
-    knn_every: int = _opt(
-        1, "Run the k-NN monitor every this many epochs (when eval_data is given)."
-    )
-    knn_k: int = _opt(20, "Neighbours of the k-NN monitor (20).")
-
-    def __post_init__(self) -> None:
-        if isinstance(self.crops, dict):
-            self.crops = MultiCropConfig(**self.crops)
-        positive = (
-            "patch_size",
-            "out_dim",
-            "hidden_dim",
-            "bottleneck_dim",
-            "batch_size",
-            "epochs",
-            "checkpoint_every",
-            "log_every",
-            "knn_every",
-            "knn_k",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("steps_per_epoch", "max_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {value}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(
-                f"warmup_epochs ({self.warmup_epochs}) must lie in [0, epochs={self.epochs}]"
-            )
-        if not 0 <= self.warmup_teacher_temp_epochs <= self.epochs:
-            raise ValueError(
-                f"warmup_teacher_temp_epochs ({self.warmup_teacher_temp_epochs}) "
-                f"must lie in [0, epochs={self.epochs}]"
-            )
-        if not 0.0 <= self.momentum_teacher <= 1.0:
-            raise ValueError(f"momentum_teacher must lie in [0, 1], got {self.momentum_teacher}")
-        if min(self.teacher_temp, self.warmup_teacher_temp, self.student_temp) <= 0:
-            raise ValueError(
-                "temperatures must be > 0, got teacher "
-                f"{self.warmup_teacher_temp} -> {self.teacher_temp}, "
-                f"student {self.student_temp}"
-            )
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(
-                f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.precision!r}"
-            )
-        if self.clip_grad < 0 or self.lr <= 0:
-            raise ValueError(f"need clip_grad >= 0 and lr > 0, got {self.clip_grad}, {self.lr}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values (the crops config as a nested dict), for JSON and checkpoints."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> DINOConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown DINOConfig fields {sorted(unknown)}")
-        return cls(**values)
 
 
 class NonFiniteLossError(FloatingPointError):
