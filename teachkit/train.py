@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     from teachkit.baselines import add_commands
 
     add_commands(sub)  # autoencoder, contrastive, supervised (Chapter 1 and the baselines)
-    from teachkit.sam.train import add_sam_parser
+    from teachkit.sam.cli import add_sam_parser
 
     add_sam_parser(sub)  # sam, unet (the tiny SAM and its class-aware baseline)
     return parser

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from teachkit.data.shapes import CLASSES, make_scenes
+from teachkit.sam.cli import main
 from teachkit.sam.evaluate import (
     ambiguity_example,
     error_region_click,
@@ -21,19 +22,14 @@ from teachkit.sam.evaluate import (
     mask_iou,
     mean_iou,
 )
+from teachkit.sam.losses import dice_loss, focal_loss, select_min_loss
+from teachkit.sam.prompting import jitter_boxes, sample_error_point, sample_point_in_mask
 from teachkit.sam.train import (
     SamTrainConfig,
     SceneChunks,
     _interactive_loss,
     build_training_sam,
-    dice_loss,
-    focal_loss,
-    jitter_boxes,
-    main,
-    sample_error_point,
-    sample_point_in_mask,
     seen_class_ids,
-    select_min_loss,
     train_sam,
 )
 

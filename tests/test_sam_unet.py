@@ -116,7 +116,8 @@ def test_command_line_trains_evaluates_and_ships(tmp_path, monkeypatch):
     import json
 
     import teachkit.pretrained as pretrained
-    from teachkit.sam.train import main, seen_class_ids
+    from teachkit.sam.cli import main
+    from teachkit.sam.train import seen_class_ids
 
     monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path / "shipped")
     out = tmp_path / "run"

@@ -258,7 +258,12 @@ class _Run:
             lr=0.0,
             fused=True if self.device.type == "cuda" else None,
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_grad_scaler)
+        # fp16 (a T4): start the loss scale at 2**8, not 2**16. Gradients before the head's
+        # L2 normalisation reach ~1e2 at initialisation, so 2**16 overflows and the first
+        # ~7 steps would be skipped while the scaler backs off.
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, init_scale=2.0**8, enabled=self.precision.use_grad_scaler
+        )
         self.augment = BatchedMultiCrop(cfg.crops)
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = cfg.epochs * self.steps_per_epoch

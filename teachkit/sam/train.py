@@ -64,13 +64,9 @@ In Python::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import os
-import shlex
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -78,32 +74,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from teachkit.checkpoint import capture_rng_state, load_latest, restore_rng_state, save_checkpoint
 from teachkit.data.shapes import CLASSES, SceneBatch, make_scenes
+from teachkit.data.stream import mix_seed
 from teachkit.profiles import pick_device, pick_precision, seed_everything
 from teachkit.sam.automatic import masks_to_boxes
 from teachkit.sam.build import SAM_CONFIGS, build_sam_from_config
-from teachkit.sam.evaluate import EVAL_SEED, eval_scenes, evaluate_sam, mask_iou
+from teachkit.sam.evaluate import eval_scenes, evaluate_sam, mask_iou
+from teachkit.sam.losses import dice_loss, focal_loss, iou_prediction_loss, select_min_loss
 from teachkit.sam.model import Sam
+from teachkit.sam.prompting import jitter_boxes, sample_error_point, sample_point_in_mask
 
 __all__ = [
     "NESTING_PARENT_CLASSES",
     "SamTrainConfig",
     "SamHistory",
     "SceneChunks",
-    "add_sam_parser",
     "build_training_sam",
     "dice_loss",
     "focal_loss",
     "iou_prediction_loss",
     "jitter_boxes",
-    "main",
     "sample_error_point",
     "sample_point_in_mask",
     "seen_class_ids",
@@ -298,12 +293,6 @@ def seen_class_ids(holdout: Sequence[str], *, nest_probability: float = 0.3) -> 
     return seen
 
 
-def _mix_seed(*values: int) -> int:
-    """A well-mixed 63-bit seed from several integers (e.g. seed and step)."""
-    return int(np.random.SeedSequence(list(values)).generate_state(2, np.uint64)[0] >> 1)
-
-
-# ------------------------------------------------------------------------------ data
 class SceneChunks:
     """Training scenes by step: chunks of fresh scenes, each scene used once.
 
@@ -349,7 +338,7 @@ class SceneChunks:
             scenes = make_scenes(
                 self.steps_per_chunk * self.batch_size,
                 resolution=self.resolution,
-                seed=_mix_seed(self.seed, index),
+                seed=mix_seed(self.seed, index),
                 classes=self.classes,
                 nest_probability=self.nest_probability,
                 device=self.device,
@@ -363,146 +352,6 @@ class SceneChunks:
         s = self.chunk(chunk)
         sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
         return SceneBatch(s.images[sl], s.labels[sl], s.masks[sl], s.counts[sl], s.parents[sl])
-
-
-# ---------------------------------------------------------------------------- losses
-def focal_loss(
-    logits: Tensor, targets: Tensor, *, alpha: float = 0.25, gamma: float = 2.0
-) -> Tensor:
-    """Sigmoid focal loss (Lin et al., 2017), averaged over the pixels of each mask.
-
-    ``FL = -alpha_t (1 - p_t)^gamma log(p_t)`` with ``p = sigmoid(logit)``,
-    ``p_t = p`` on object pixels and ``1 - p`` elsewhere, ``alpha_t = alpha`` on object
-    pixels and ``1 - alpha`` elsewhere. Easy, confidently right pixels (``p_t -> 1``)
-    contribute almost nothing, so the many easy background pixels do not drown the
-    boundary.
-
-    Args:
-        logits: ``... x H x W`` mask logits.
-        targets: ``... x H x W`` (bool or float in {0, 1}), broadcastable to ``logits``.
-        alpha: weight of object pixels; a negative value weighs all pixels 1.
-        gamma: focusing exponent; 0 gives the (alpha-weighted) binary cross-entropy.
-
-    Returns:
-        ``...`` loss per mask.
-    """
-    targets = targets.to(logits.dtype).expand_as(logits)
-    p = torch.sigmoid(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = p * targets + (1 - p) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss.flatten(-2).mean(-1)
-
-
-def dice_loss(logits: Tensor, targets: Tensor, *, smooth: float = 1.0) -> Tensor:
-    """Soft dice loss of each mask: ``1 - (2 sum(p t) + s) / (sum(p) + sum(t) + s)``.
-
-    ``p = sigmoid(logit)``; ``s`` (1) keeps an empty target with an empty prediction at 0.
-    Dice looks at the mask as a whole (overlap over size), so a small object counts as
-    much as a big one -- the complement of the per-pixel focal loss.
-
-    Args:
-        logits: ``... x H x W`` mask logits.
-        targets: ``... x H x W``, broadcastable to ``logits``.
-
-    Returns:
-        ``...`` loss per mask, in [0, 1].
-    """
-    targets = targets.to(logits.dtype).expand_as(logits)
-    p = torch.sigmoid(logits).flatten(-2)
-    t = targets.flatten(-2)
-    return 1 - (2 * (p * t).sum(-1) + smooth) / (p.sum(-1) + t.sum(-1) + smooth)
-
-
-def iou_prediction_loss(predicted_iou: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
-    """MSE between SAM's predicted IoUs and the actual IoUs of its masks.
-
-    Args:
-        predicted_iou: ``B x M`` from the IoU head.
-        logits: ``B x M x H x W`` mask logits (thresholded at 0; no gradient).
-        targets: ``B x H x W`` bool true masks.
-
-    Returns:
-        ``B x M`` squared errors.
-    """
-    with torch.no_grad():
-        actual = mask_iou(logits > 0, targets.unsqueeze(1).bool())
-    return (predicted_iou - actual) ** 2
-
-
-def select_min_loss(per_mask_loss: Tensor) -> tuple[Tensor, Tensor]:
-    """Keep only each prompt's best mask: ``B x M`` losses -> (``B`` losses, ``B`` indices).
-
-    SAM backpropagates only the lowest loss of its 3 masks (the others get no gradient),
-    so an ambiguous click does not average part and whole into a blurry compromise.
-    """
-    loss, index = per_mask_loss.min(dim=1)
-    return loss, index
-
-
-# ------------------------------------------------------------------ simulated user
-def _uniform_pixel(region: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """A pixel drawn uniformly in each ``B x H x W`` region: (``B x 2`` xy, ``B`` found)."""
-    b, h, w = region.shape
-    score = torch.rand(b, h * w, generator=generator).to(region.device)
-    score = torch.where(region.flatten(1), score, torch.full_like(score, -1.0))
-    index = score.argmax(dim=1)
-    xy = torch.stack([index % w, index // w], dim=1).to(torch.float32)
-    return xy, region.flatten(1).any(dim=1)
-
-
-def sample_point_in_mask(masks: Tensor, generator: torch.Generator) -> Tensor:
-    """One point drawn uniformly inside each mask: ``B x H x W`` bool -> ``B x 2`` (x, y).
-
-    Raises:
-        ValueError: a mask is empty.
-    """
-    xy, found = _uniform_pixel(masks, generator)
-    if not bool(found.all()):
-        empty = (~found).nonzero().flatten().tolist()
-        raise ValueError(f"cannot click inside an empty mask (rows {empty})")
-    return xy
-
-
-def sample_error_point(
-    pred: Tensor, target: Tensor, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """The next training click: uniform in the error region of each answer.
-
-    A pixel is drawn uniformly in ``pred XOR target``. Its label is 1 (positive: "this is
-    object too") when it is a false negative and 0 (negative: "not this") when it is a
-    false positive. A perfect answer has no error region: its point is ``(0, 0)`` with
-    label -1, a padding point the prompt encoder ignores.
-
-    Args:
-        pred: ``B x H x W`` bool current answers.
-        target: ``B x H x W`` bool true masks.
-        generator: the random source.
-
-    Returns:
-        ``B x 2`` float (x, y) pixel coordinates and ``B`` int64 labels.
-    """
-    xy, found = _uniform_pixel(pred ^ target, generator)
-    x, y = xy.long().unbind(1)
-    missed = target[torch.arange(target.shape[0], device=target.device), y, x]
-    labels = torch.where(found, missed.long(), torch.full_like(missed, -1, dtype=torch.long))
-    return torch.where(found[:, None], xy, torch.zeros_like(xy)), labels
-
-
-def jitter_boxes(
-    boxes: Tensor, *, noise: float, max_pixels: float, size: int, generator: torch.Generator
-) -> Tensor:
-    """Perturb ``B x 4`` XYXY boxes like a sloppy user (SAM: std 10 % of the side, <= 20 px).
-
-    Each coordinate moves by Gaussian noise with std ``noise x`` the box's width (x) or
-    height (y), clipped to ``max_pixels``; the result stays inside ``[0, size - 1]``.
-    """
-    wh = (boxes[:, 2:] - boxes[:, :2] + 1).repeat(1, 2)
-    shift = torch.randn(boxes.shape, generator=generator).to(boxes.device) * noise * wh
-    shift = shift.clamp(-max_pixels, max_pixels)
-    return (boxes + shift).clamp(0, size - 1)
 
 
 # ------------------------------------------------------------------- one training step
@@ -742,7 +591,7 @@ def train_sam(
             lr = learning_rate(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            generator = torch.Generator().manual_seed(_mix_seed(cfg.seed, step, 1))
+            generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step, 1))
             scenes = data.batch(step)
             with precision.autocast(device):
                 loss, stats = _sam_loss(model, scenes, cfg, generator)
@@ -780,6 +629,22 @@ def train_sam(
     history.model = model.eval()
     return history
 
+
+_FREE_TO_CHANGE = (
+    "max_steps",
+    "out_dir",
+    "device",
+    "eval_every",
+    "eval_monitor_scenes",
+    "checkpoint_every",
+)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# ----------------------------------------------------------------------- command line
 
 def _monitor_line(step: int, s: dict[str, float]) -> str:
     parts = []
@@ -835,216 +700,3 @@ def _resume(cfg, model, optimizer, scaler, history: SamHistory) -> int:
 
 
 #: Settings that may differ between the sessions of one run without changing its result.
-_FREE_TO_CHANGE = (
-    "max_steps",
-    "out_dir",
-    "device",
-    "eval_every",
-    "eval_monitor_scenes",
-    "checkpoint_every",
-)
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-# ----------------------------------------------------------------------- command line
-def _add_config_flags(p: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
-    """One flag per dataclass field: type from the annotation, help from the metadata."""
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        kind = str(f.type)
-        text = f"{f.metadata.get('help', '')} (default: {f.default})".replace("%", "%%")
-        flag = "--" + f.name.replace("_", "-")
-        if kind.startswith("tuple"):
-            p.add_argument(flag, type=_names, default=None, metavar="A,B,C", help=text)
-        elif kind == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            py = int if kind.startswith("int") else float if kind == "float" else str
-            p.add_argument(flag, type=py, default=None, help=text)
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """``"star,heart"`` -> ``("star", "heart")``; ``""`` or ``"none"`` -> ``()``."""
-    if text.strip().lower() in ("", "none"):
-        return ()
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
-def _config_from_args(args: argparse.Namespace, cls: type) -> Any:
-    values = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(cls)
-        if getattr(args, f.name, None) is not None
-    }
-    return cls(**values)
-
-
-def add_sam_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register the ``sam`` and ``unet`` sub-commands on an argparse ``subparsers`` object.
-
-    Each sets ``func`` (``args.func(args)`` runs it and returns an exit code):
-    :func:`run_sam_command` and :func:`run_unet_command`.
-    """
-    from teachkit.sam.unet import UNetTrainConfig
-
-    p = subparsers.add_parser(
-        "sam",
-        help="Chapter 7: train the tiny SAM on shapes scenes (interactive prompts)",
-        description="Train SAM (teachkit.sam.train.train_sam) with simulated clicks and "
-        "boxes, checkpointing into --out (re-run to resume); evaluate mIoU with 1 point, "
-        "3 points and a box on held-out scenes, seen vs --holdout classes.",
-    )
-    _add_config_flags(p, SamTrainConfig, skip=("out_dir",))
-    _add_run_flags(p)
-    p.set_defaults(func=run_sam_command, _prog=p.prog)
-
-    p = subparsers.add_parser(
-        "unet",
-        help="Chapter 7 baseline: a U-Net trained with class labels on shapes scenes",
-        description="Train the class-aware U-Net baseline (teachkit.sam.unet) on the seen "
-        "classes of the same scenes and measure it like SAM.",
-    )
-    _add_config_flags(p, UNetTrainConfig, skip=("out_dir",))
-    _add_run_flags(p)
-    p.set_defaults(func=run_unet_command, _prog=p.prog)
-
-
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--out",
-        type=Path,
-        required=True,
-        help="Output folder: checkpoint.pt, model.pt, metrics.json.",
-    )
-    p.add_argument(
-        "--ship",
-        default=None,
-        metavar="NAME",
-        help="Also write NAME.pt (fp16) and its model card into teachkit/pretrained.",
-    )
-    p.add_argument(
-        "--eval-scenes",
-        type=int,
-        default=200,
-        help="Held-out scenes of the final evaluation (fixed seed; 200).",
-    )
-    p.add_argument("--no-progress", action="store_true", help="No progress bar.")
-
-
-def _command(args: argparse.Namespace) -> str:
-    """The command line as typed (with OMP_NUM_THREADS when set), for the model card."""
-    threads = os.environ.get("OMP_NUM_THREADS")
-    prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
-    prog = args._prog.rsplit(" ", 1)[0]
-    argv = getattr(args, "_argv", None) or sys.argv[1:]
-    return prefix + prog + " " + " ".join(shlex.quote(a) for a in argv)
-
-
-def _finish(args, model, card_fields: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Write model.pt and metrics.json; with --ship, the fp16 checkpoint and its card."""
-    from teachkit.baselines import hardware_name
-    from teachkit.pretrained import ModelCard, save_shipped
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), args.out / "model.pt")
-    card = ModelCard(
-        name=args.ship or args.out.name,
-        command=_command(args),
-        hardware=hardware_name(next(model.parameters()).device),
-        created=time.strftime("%Y-%m-%d"),
-        **card_fields,
-    )
-    metrics["card"] = asdict(card)
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    if args.ship:
-        save_shipped(model.cpu(), card)
-    print(card.summary())
-
-
-def run_sam_command(args: argparse.Namespace) -> int:
-    """``sam``: train (resuming from --out), evaluate on held-out scenes, write, ship."""
-    cfg = _config_from_args(args, SamTrainConfig)
-    cfg.out_dir = str(args.out)
-    history = train_sam(cfg, progress=not args.no_progress)
-    model = history.model
-    seen = seen_class_ids(cfg.holdout, nest_probability=cfg.nest_probability)
-    scenes = eval_scenes(args.eval_scenes, resolution=cfg.resolution)
-    result = evaluate_sam(model.cpu(), scenes, seen_classes=seen, progress=not args.no_progress)
-    summary = {k: round(v, 4) for k, v in result.summary().items()}
-    stride = max(1, len(history.steps) // 200)
-    _finish(
-        args,
-        model,
-        {
-            "description": f"Tiny SAM ({cfg.model}, {cfg.resolution} px) trained on shapes "
-            "scenes with simulated clicks and boxes (Chapter 7); mIoU on "
-            f"{args.eval_scenes} held-out scenes, unseen = {', '.join(cfg.holdout) or 'none'}.",
-            "seed": cfg.seed,
-            "data": f"make_scenes at {cfg.resolution} px, classes {', '.join(cfg.seen_classes)}; "
-            f"{cfg.steps} steps x {cfg.batch_size} fresh scenes; evaluated on "
-            f"eval_scenes({args.eval_scenes}) (seed {EVAL_SEED})",
-            "wall_time_s": round(history.wall_time_s, 1),
-            "results": summary,
-            "history": {
-                "loss": [round(r["loss"], 4) for r in history.steps[::stride]],
-                "iou_first": [round(r["iou_first"], 4) for r in history.steps[::stride]],
-                "eval_step": [float(e["step"]) for e in history.evals],
-                "eval_miou_1point": [round(e["miou_1point"], 4) for e in history.evals],
-                "eval_miou_box": [round(e["miou_box"], 4) for e in history.evals],
-            },
-        },
-        {
-            "config": cfg.to_dict(),
-            "evaluation": summary,
-            "per_class_1point": result.per_class(),
-            **history.to_dict(),
-        },
-    )
-    return 0
-
-
-def run_unet_command(args: argparse.Namespace) -> int:
-    """``unet``: train the class-aware baseline, evaluate like SAM, write, ship."""
-    from teachkit.sam.unet import UNetTrainConfig, evaluate_unet, train_unet
-
-    cfg = _config_from_args(args, UNetTrainConfig)
-    start = time.perf_counter()
-    model, losses = train_unet(cfg, progress=not args.no_progress)
-    wall = time.perf_counter() - start
-    scenes = eval_scenes(args.eval_scenes, resolution=cfg.resolution)
-    summary = {k: round(v, 4) for k, v in evaluate_unet(model.cpu(), scenes).items()}
-    stride = max(1, len(losses) // 200)
-    _finish(
-        args,
-        model,
-        {
-            "description": "Class-aware U-Net baseline (Chapter 7): per-pixel background + "
-            f"{len(cfg.seen_classes)} seen classes, no prompt; cannot name unseen classes "
-            f"({', '.join(cfg.holdout) or 'none'}).",
-            "seed": cfg.seed,
-            "data": f"make_scenes at {cfg.resolution} px, classes {', '.join(cfg.seen_classes)}; "
-            f"evaluated on eval_scenes({args.eval_scenes}) (seed {EVAL_SEED})",
-            "wall_time_s": round(wall, 1),
-            "results": summary,
-            "history": {"loss": [round(x, 4) for x in losses[::stride]]},
-        },
-        {"config": cfg.to_dict(), "evaluation": summary, "loss": losses},
-    )
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m teachkit.sam.train sam|unet ...`` (the same as ``teachkit.train``)."""
-    parser = argparse.ArgumentParser(prog="python -m teachkit.sam.train")
-    add_sam_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    args._argv = list(argv) if argv is not None else sys.argv[1:]
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
