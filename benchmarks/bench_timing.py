@@ -18,6 +18,7 @@ import os
 import platform
 import statistics
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "RowRunner",
     "Skipped",
     "machine_info",
     "matmul_peak_flops",
@@ -145,3 +147,53 @@ def write_json(path: Path | None, report: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(_clean(report), indent=2))
     tmp.replace(path)
+
+
+class RowRunner:
+    """Runs benchmark rows within a soft time budget, prints each as it finishes and
+    rewrites the JSON report after every row, so a run cut short keeps what it measured.
+
+    Args:
+        report: the JSON report; rows go into ``report["rows"]``.
+        out: where to write it (``None``: nowhere).
+        budget_s: rows not started after this many seconds are skipped.
+        format_row: one printed line for a finished row.
+        known_errors: exception types reported in short form, with their prefix.
+    """
+
+    def __init__(
+        self,
+        report: dict[str, Any],
+        *,
+        out: Path | None,
+        budget_s: float,
+        format_row: Callable[[dict[str, Any]], str],
+        known_errors: dict[type[Exception], str] | None = None,
+    ) -> None:
+        self.report, self.out, self.budget_s = report, out, budget_s
+        self.format_row, self.known_errors = format_row, known_errors or {}
+        self.report.setdefault("rows", {})
+        self.start = time.perf_counter()
+
+    def row(self, key: str, label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``fn`` (returning the row's figures) unless the budget is spent."""
+        if time.perf_counter() - self.start > self.budget_s:
+            result: dict[str, Any] = {"skipped": f"time budget ({self.budget_s:.0f} s) spent"}
+        else:
+            t0 = time.perf_counter()
+            try:
+                result = fn()
+            except Skipped as err:
+                result = {"skipped": str(err)}
+            except Exception as err:  # noqa: BLE001 - one failed row must not lose the others
+                prefix = next((p for t, p in self.known_errors.items() if isinstance(err, t)), None)
+                if prefix is None:
+                    traceback.print_exc()
+                    prefix = type(err).__name__
+                result = {"error": f"{prefix}: {err}"}
+            result["wall_s"] = time.perf_counter() - t0
+        result["label"] = label
+        self.report["rows"][key] = result
+        print(self.format_row(result), flush=True)
+        write_json(self.out, self.report)
+        return result

@@ -28,7 +28,6 @@ import argparse
 import math
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,25 +153,12 @@ class Bench:
             "machine": bt.machine_info(args.device),
             "rows": {},
         }
+        self.runner = bt.RowRunner(
+            self.report, out=self.args.out, budget_s=self.args.budget_s, format_row=format_row,
+        )
 
     def row(self, key: str, label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        if time.perf_counter() - self.start > self.args.budget_s:
-            result: dict[str, Any] = {"skipped": f"time budget ({self.args.budget_s:.0f} s) spent"}
-        else:
-            t0 = time.perf_counter()
-            try:
-                result = fn()
-            except bt.Skipped as err:
-                result = {"skipped": str(err)}
-            except Exception as err:  # noqa: BLE001 - one failed row must not lose the others
-                traceback.print_exc()
-                result = {"error": f"{type(err).__name__}: {err}"}
-            result["wall_s"] = time.perf_counter() - t0
-        result["label"] = label
-        self.report["rows"][key] = result
-        print(format_row(result), flush=True)
-        bt.write_json(self.args.out, self.report)
-        return result
+        return self.runner.row(key, label, fn)
 
 
 def format_row(r: dict[str, Any]) -> str:
