@@ -63,6 +63,19 @@ def test_multi_crop_loss_and_centre_update_match_the_reference(n_local):
         teacher = [t * 1.5 for t in teacher]
 
 
+def test_without_centering_the_teacher_is_only_sharpened():
+    """The "sharpening only" ablation: Algorithm 1 with C = 0, while C is still tracked."""
+    student, teacher = _outputs(4, seed=3)
+    loss_fn = DINOLoss(K, centering=False)
+    loss_fn.center = 5.0 * torch.randn(1, K, generator=torch.Generator().manual_seed(1))
+    c = loss_fn.center.clone()
+    out = loss_fn(student, teacher, teacher_temp=0.04)
+    expected = reference_loss(student, teacher, torch.zeros(1, K), 0.04)
+    assert abs(out.loss.item() - expected.item()) < 1e-5
+    assert abs(out.loss.item() - reference_loss(student, teacher, c, 0.04).item()) > 1e-2
+    torch.testing.assert_close(loss_fn.center, 0.9 * c + 0.1 * torch.cat(teacher).mean(0, keepdim=True))
+
+
 def test_stacked_tensors_and_lists_give_the_same_loss():
     student, teacher = _outputs(4)
     a = DINOLoss(K)(student, teacher, teacher_temp=0.04).loss

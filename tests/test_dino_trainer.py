@@ -116,6 +116,26 @@ def test_last_layer_moves_only_after_the_frozen_epoch():
     assert not torch.equal(last2, last3)  # and trains in epoch 1
 
 
+def test_without_ema_the_teacher_is_a_copy_of_the_student():
+    """The "no momentum teacher" ablation: momentum 0 throughout."""
+    cfg = tiny_config(momentum_teacher=0.0, momentum_teacher_end=0.0)
+    h = train_dino(cfg, ImageBatches(tiny_images(), 8), backbone=backbone(), progress=False)
+    assert h.column("momentum") == [0.0] * 6
+    for (name, s), t in zip(h.student.state_dict().items(), h.teacher.state_dict().values()):
+        torch.testing.assert_close(s, t, msg=name)
+    with pytest.raises(ValueError, match=r"momentum_teacher_end must lie in \[0, 1\]"):
+        tiny_config(momentum_teacher_end=1.5)
+
+
+def test_conv_stem_reaches_the_vit_and_is_refused_for_cnns():
+    from teachkit.dino.trainer import build_backbone
+
+    vit = build_backbone("vit_nano", patch_size=4, img_size=32, conv_stem=True)
+    assert vit.patch_embed.conv_stem and vit(torch.zeros(2, 3, 32, 32)).shape == (2, vit.embed_dim)
+    with pytest.raises(ValueError, match="conv_stem applies to ViTs only"):
+        build_backbone("small_cnn", conv_stem=True)
+
+
 class Crash(Exception):
     pass
 

@@ -39,6 +39,11 @@ class DINOConfig:
         "ViT patch side in pixels. Smaller is better but costs more: 16 on ImageNet (224 px), "
         "4 at 32 px (an 8 x 8 grid; 4 x 4 for 16 px local crops).",
     )
+    conv_stem: bool = _opt(
+        False,
+        "ViTs only: a few stride-2 3x3 convolutions instead of the one-shot patchify layer "
+        "(Xiao et al. 2021); small ViTs learn much faster with it on small images.",
+    )
     drop_path_rate: float = _opt(
         0.1, "Stochastic depth of the student ViT (teacher: 0). 0.1 for ViT-S; 0 for tiny ones."
     )
@@ -68,6 +73,16 @@ class DINOConfig:
         0.996,
         "Initial EMA momentum of the teacher, raised to 1 by a cosine schedule. Higher with "
         "small batches: 0.9995 for batch 256.",
+    )
+    momentum_teacher_end: float = _opt(
+        1.0,
+        "EMA momentum at the end of the cosine schedule (1). Ablation: momentum_teacher=0 "
+        "with momentum_teacher_end=0 makes the teacher a copy of the student (no EMA).",
+    )
+    centering: bool = _opt(
+        True,
+        "Subtract the running centre from the teacher logits. Ablation: without it "
+        "sharpening alone collapses every image onto one prototype (entropy -> 0).",
     )
     warmup_teacher_temp: float = _opt(
         0.04,
@@ -187,8 +202,9 @@ class DINOConfig:
                 f"warmup_teacher_temp_epochs ({self.warmup_teacher_temp_epochs}) "
                 f"must lie in [0, epochs={self.epochs}]"
             )
-        if not 0.0 <= self.momentum_teacher <= 1.0:
-            raise ValueError(f"momentum_teacher must lie in [0, 1], got {self.momentum_teacher}")
+        for name in ("momentum_teacher", "momentum_teacher_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if min(self.teacher_temp, self.warmup_teacher_temp, self.student_temp) <= 0:
             raise ValueError(
                 "temperatures must be > 0, got teacher "

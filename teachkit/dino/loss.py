@@ -86,6 +86,8 @@ class DINOLoss(nn.Module):
         out_dim: K, the number of prototypes (size of the centre).
         student_temp: tau_s, 0.1 in the paper.
         center_momentum: m of the centre EMA, 0.9 in the paper.
+        centering: subtract the centre from the teacher logits (True). False is the
+            "sharpening only" ablation; the centre is still tracked, for diagnostics.
 
     Example::
 
@@ -100,7 +102,12 @@ class DINOLoss(nn.Module):
     center: Tensor
 
     def __init__(
-        self, out_dim: int, *, student_temp: float = 0.1, center_momentum: float = 0.9
+        self,
+        out_dim: int,
+        *,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+        centering: bool = True,
     ) -> None:
         super().__init__()
         if out_dim < 1:
@@ -111,6 +118,7 @@ class DINOLoss(nn.Module):
             raise ValueError(f"center_momentum must lie in [0, 1], got {center_momentum}")
         self.student_temp = student_temp
         self.center_momentum = center_momentum
+        self.centering = centering
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def forward(
@@ -142,7 +150,8 @@ class DINOLoss(nn.Module):
         n_t, batch = t.shape[0], t.shape[1]
         center_norm = self.center.norm()
         t = t.detach()
-        teacher_logp = F.log_softmax((t - self.center) / teacher_temp, dim=-1)
+        centred = t - self.center if self.centering else t
+        teacher_logp = F.log_softmax(centred / teacher_temp, dim=-1)
         teacher_p = teacher_logp.exp()
         student_logp = F.log_softmax(s / self.student_temp, dim=-1)
         # cross[i, v] = mean over the batch of H(P_t^i, P_s^v)

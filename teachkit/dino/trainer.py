@@ -120,17 +120,31 @@ class History:
 
 
 def build_backbone(
-    arch: str, *, patch_size: int = 4, img_size: int = 32, drop_path_rate: float = 0.0
+    arch: str,
+    *,
+    patch_size: int = 4,
+    img_size: int = 32,
+    drop_path_rate: float = 0.0,
+    conv_stem: bool = False,
 ) -> nn.Module:
-    """A backbone with ``embed_dim`` and ``forward(x) -> (B, D)``, by name (``ARCHS``)."""
+    """A backbone with ``embed_dim`` and ``forward(x) -> (B, D)``, by name (``ARCHS``).
+
+    ``patch_size``, ``drop_path_rate`` and ``conv_stem`` apply to the ViTs only.
+    """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {list(ARCHS)}")
     if arch.startswith("vit_"):
         from teachkit.models.vit import build_vit
 
         return build_vit(
-            arch, patch_size=patch_size, img_size=img_size, drop_path_rate=drop_path_rate
+            arch,
+            patch_size=patch_size,
+            img_size=img_size,
+            drop_path_rate=drop_path_rate,
+            conv_stem=conv_stem,
         )
+    if conv_stem:
+        raise ValueError(f"conv_stem applies to ViTs only, not to arch {arch!r}")
     if arch == "resnet18":
         from teachkit.models.resnet import resnet18_cifar
 
@@ -251,7 +265,10 @@ class _Run:
         self.student_fwd = _CompiledOrEager(self.student_ddp, cfg.compile)
         self.teacher_fwd = _CompiledOrEager(self.teacher, cfg.compile)
         self.loss_fn = DINOLoss(
-            cfg.out_dim, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum
+            cfg.out_dim,
+            student_temp=cfg.student_temp,
+            center_momentum=cfg.center_momentum,
+            centering=cfg.centering,
         ).to(self.device)
         self.optimizer = torch.optim.AdamW(
             get_params_groups(self.student),
@@ -275,7 +292,11 @@ class _Run:
         cfg = self.cfg
         fresh_backbone = None
         if backbone is None:
-            kw = {"patch_size": cfg.patch_size, "img_size": cfg.crops.global_size}
+            kw = {
+                "patch_size": cfg.patch_size,
+                "img_size": cfg.crops.global_size,
+                "conv_stem": cfg.conv_stem,
+            }
             backbone = build_backbone(cfg.arch, drop_path_rate=cfg.drop_path_rate, **kw)
             fresh_backbone = build_backbone(cfg.arch, drop_path_rate=0.0, **kw)
         embed_dim = getattr(backbone, "embed_dim", None)
@@ -330,7 +351,7 @@ class _Run:
         peak = scaled_lr(cfg.lr, cfg.batch_size * self.world)
         self.lr = cosine_schedule(peak, cfg.min_lr, total, cfg.warmup_epochs * spe)
         self.wd = cosine_schedule(cfg.weight_decay, cfg.weight_decay_end, total)
-        self.momentum = cosine_schedule(cfg.momentum_teacher, 1.0, total)
+        self.momentum = cosine_schedule(cfg.momentum_teacher, cfg.momentum_teacher_end, total)
         self.teacher_temp = teacher_temp_schedule(
             cfg.warmup_teacher_temp, cfg.teacher_temp, cfg.warmup_teacher_temp_epochs, cfg.epochs
         )
