@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     add_dino_parser(sub)
+    add_ship_parser(sub)
     from teachkit.baselines import add_commands
 
     add_commands(sub)  # autoencoder, contrastive, supervised (Chapter 1 and the baselines)
@@ -262,13 +263,24 @@ def _dino_data(args: argparse.Namespace, cfg) -> tuple[Any, tuple | None]:
 
 
 def run_dino(args: argparse.Namespace) -> int:
+    from teachkit.baselines import hardware_name
     from teachkit.dino.trainer import train_dino
 
     dist.init_distributed()
     try:
         cfg = dino_config_from_args(args)
         data, eval_data = _dino_data(args, cfg)
-        history = train_dino(cfg, data, eval_data=eval_data, progress=not args.no_progress)
+        run_info = {
+            "command": "python -m teachkit.train " + " ".join(getattr(args, "argv", [])),
+            "dataset": _resolved(args, "dataset"),
+            "shortcuts": bool(args.shortcuts),
+            "knn_train": _resolved(args, "knn_train"),
+            "knn_test": _resolved(args, "knn_test"),
+            "hardware": hardware_name(dist.device_for_process(cfg.device)),
+        }
+        history = train_dino(
+            cfg, data, eval_data=eval_data, progress=not args.no_progress, run_info=run_info
+        )
         if dist.is_main_process():
             loss = history.steps[-1]["loss"] if history.steps else float("nan")
             print(
@@ -280,11 +292,52 @@ def run_dino(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"dino": run_dino}
+def add_ship_parser(subparsers: argparse._SubParsersAction) -> None:
+    """The ``ship-dino`` subcommand (teachkit.dino.export.ship_run)."""
+    p = subparsers.add_parser(
+        "ship-dino",
+        help="ship a finished DINO run as a pretrained checkpoint with a model card",
+        description="Evaluate a DINO run directory (k-NN of the teacher, of its random "
+        "initialisation and of raw pixels; attention Jaccard for ViTs) and write "
+        "NAME.pt, NAME.json and NAME.md into teachkit/pretrained.",
+    )
+    p.add_argument("--run", required=True, help="the run's --out directory")
+    p.add_argument("--name", required=True, help="file stem of the shipped checkpoint")
+    p.add_argument("--description", required=True, help="one sentence for the card")
+    p.add_argument("--command", default=None,
+                   help="training command, for runs whose metrics.json lacks it")
+    p.add_argument("--hardware", default=None, help="likewise, where it trained")
+    p.add_argument("--wall-time-s", type=float, default=None, help="likewise, its wall time")
+    p.add_argument("--history-only", action="store_true",
+                   help="ship the card and its curves, not the weights (ablations)")
+
+
+def run_ship(args: argparse.Namespace) -> int:
+    from teachkit.dino.export import ship_run
+
+    card = ship_run(
+        args.run,
+        args.name,
+        args.description,
+        command=args.command,
+        hardware=args.hardware,
+        wall_time_s=args.wall_time_s,
+        history_only=args.history_only,
+    )
+    print(card.summary())
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "dino": run_dino,
+    "ship-dino": run_ship,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in metrics.json and model cards
     if args.command in COMMANDS:
         return COMMANDS[args.command](args)
     return args.func(args) or 0

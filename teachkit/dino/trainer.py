@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -211,6 +212,7 @@ def train_dino(
     eval_data: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
+    run_info: dict[str, Any] | None = None,
 ) -> History:
     """Train a DINO student and its momentum teacher; resume from ``config.out_dir``.
 
@@ -226,6 +228,8 @@ def train_dino(
             every epoch (kind "epoch"); returning True stops training after a checkpoint.
             Under torchrun they run on every process and must decide alike.
         progress: show the tqdm bar and per-epoch lines (main process only).
+        run_info: facts about the run kept in ``metrics.json`` under ``"run"`` (the
+            command line stores its command, dataset and shortcuts switch there).
 
     Returns:
         The :class:`History`, with the trained ``student`` and ``teacher`` attached.
@@ -235,7 +239,9 @@ def train_dino(
             the likely causes).
         ValueError: a malformed config, backbone or data batch.
     """
-    return _Run(config, data, backbone, eval_data, callbacks, progress).train()
+    run = _Run(config, data, backbone, eval_data, callbacks, progress)
+    run.run_info = dict(run_info or {})
+    return run.train()
 
 
 class _Run:
@@ -251,6 +257,8 @@ class _Run:
         progress: bool,
     ) -> None:
         self.cfg, self.data, self.eval_data, self.callbacks = cfg, data, eval_data, callbacks
+        self.run_info: dict[str, Any] = {}
+        self._clock = (time.perf_counter(), 0.0)  # (start of this session, seconds before it)
         self.world, self.rank = dist.world_size(), dist.rank()
         self.main = dist.is_main_process()
         self.progress = progress and self.main
@@ -360,6 +368,8 @@ class _Run:
     def train(self) -> History:
         cfg, spe = self.cfg, self.steps_per_epoch
         start = self._resume()
+        before = self.history.epochs[-1].get("elapsed_s", 0.0) if self.history.epochs else 0.0
+        self._clock = (time.perf_counter(), float(before))
         end = self.total_steps if cfg.max_steps is None else min(self.total_steps, cfg.max_steps)
         self._announce(start, end)
         batches = self._batches(start)
@@ -514,6 +524,8 @@ class _Run:
             "epoch": epoch,
             "step": step + 1,
             "loss": float(np.mean(losses)) if losses else math.nan,
+            # training wall time so far, over resumed sessions (k-NN monitors excluded)
+            "elapsed_s": round(self._clock[1] + time.perf_counter() - self._clock[0], 1),
         }
         last_epoch = step + 1 == self.total_steps
         if (
@@ -521,7 +533,10 @@ class _Run:
             and self.main
             and ((epoch + 1) % self.cfg.knn_every == 0 or last_epoch)
         ):
+            monitor_start = time.perf_counter()
             record.update(self._knn_monitor())
+            start, before = self._clock
+            self._clock = (start + time.perf_counter() - monitor_start, before)
         self.history.epochs.append(record)
         if self.progress:
             knn = f", k-NN top-1 {record['knn_top1']:.1f} %" if "knn_top1" in record else ""
@@ -612,7 +627,11 @@ class _Run:
     def _write_metrics(self) -> None:
         if self.main and self.cfg.out_dir is not None:
             Path(self.cfg.out_dir).mkdir(parents=True, exist_ok=True)
-            metrics = {"config": self.cfg.to_dict(), **self.history.to_dict()}
+            metrics = {
+                "config": self.cfg.to_dict(),
+                "run": self.run_info,
+                **self.history.to_dict(),
+            }
             (Path(self.cfg.out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
     def _resume(self) -> int:

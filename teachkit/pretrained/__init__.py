@@ -4,7 +4,9 @@
 so the quick profile loads checkpoints that ``python -m teachkit.train`` trained for
 longer, and each notebook still runs a short live training. A model card
 (``NAME.json``, rendered as ``NAME.md``) records the exact command, seed, data,
-hardware, wall time, the measured results and the metric history.
+hardware, wall time, the measured results and the metric history. Some cards ship
+without weights (``save_card``): the ablation runs of Chapter 3, whose curves are the
+lesson.
 
 Weights are stored in float16 to keep the files small (< 10 MB each) and loaded back
 into the model's dtype with ``strict=True``.
@@ -22,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ModelCard", "SHIPPED_DIR", "available", "load_card", "load_shipped",
-           "load_or_train", "save_shipped"]
+__all__ = ["ModelCard", "SHIPPED_DIR", "available", "cards", "load_card", "load_shipped",
+           "load_or_train", "save_card", "save_shipped"]
 
 SHIPPED_DIR = Path(__file__).parent
 
@@ -43,6 +45,8 @@ class ModelCard:
         results: measured results, e.g. ``{"knn_top1": 71.3}``, with units in the key.
         history: metric curves (lists), subsampled.
         created: date of training (YYYY-MM-DD).
+        config: the training configuration (e.g. ``DINOConfig.to_dict()``), enough to
+            rebuild the model.
     """
 
     name: str
@@ -55,6 +59,7 @@ class ModelCard:
     results: dict[str, float] = field(default_factory=dict)
     history: dict[str, list[float]] = field(default_factory=dict)
     created: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         """A few lines for a notebook: what was loaded and how it was trained."""
@@ -79,8 +84,13 @@ class ModelCard:
 
 
 def available() -> list[str]:
-    """Names of the shipped checkpoints."""
+    """Names of the shipped checkpoints (weights and card)."""
     return sorted(p.stem for p in SHIPPED_DIR.glob("*.pt"))
+
+
+def cards() -> list[str]:
+    """Names of all shipped model cards, with or without weights."""
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.json"))
 
 
 def _path(name: str, suffix: str) -> Path:
@@ -90,8 +100,10 @@ def _path(name: str, suffix: str) -> Path:
 
 
 def load_card(name: str) -> ModelCard:
-    """The model card of a shipped checkpoint."""
-    return ModelCard(**json.loads(_path(name, ".json").read_text()))
+    """The model card of a shipped checkpoint or of a weightless run (:func:`cards`)."""
+    if name not in cards():
+        raise ValueError(f"no shipped model card {name!r}; available: {cards()}")
+    return ModelCard(**json.loads((SHIPPED_DIR / f"{name}.json").read_text()))
 
 
 def load_shipped(name: str, model: nn.Module) -> ModelCard:
@@ -119,9 +131,17 @@ def save_shipped(model: nn.Module, card: ModelCard, directory: Path | None = Non
     }
     path = directory / f"{card.name}.pt"
     torch.save(state, path)
+    save_card(card, directory)
+    return path
+
+
+def save_card(card: ModelCard, directory: Path | None = None) -> Path:
+    """Write ``NAME.json`` and ``NAME.md`` only: a run shipped for its metric history."""
+    directory = Path(directory or SHIPPED_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{card.name}.json").write_text(json.dumps(asdict(card), indent=1))
     (directory / f"{card.name}.md").write_text(card.to_markdown())
-    return path
+    return directory / f"{card.name}.json"
 
 
 def load_or_train(

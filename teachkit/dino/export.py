@@ -1,0 +1,201 @@
+"""Ship a finished DINO run: its teacher backbone as a pretrained checkpoint, with a card.
+
+"Pretrained first" (Chapter 3): the command line trains for longer than a notebook can,
+and this module turns the run's output directory (``checkpoint.pt``, ``metrics.json``)
+into a shipped checkpoint (:mod:`teachkit.pretrained`) whose model card records the
+command, hardware, wall time, the metric history and results measured on a fixed split:
+
+* k-NN top-1 of the trained teacher backbone, of the *same network at its random
+  initialisation* (the run's seed rebuilds it exactly) and of raw pixels;
+* for ViTs, the Jaccard index of thresholded last-block CLS attention against the object
+  masks (Chapter 4).
+
+Command line::
+
+    python -m teachkit.train ship-dino --run /tmp/runs/dino_vit --name dino_vit_nano_shapes \\
+        --description "..."
+
+``--history-only`` ships the card alone (the ablation runs, whose curves are the lesson).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from teachkit.checkpoint import load_checkpoint
+from teachkit.dino.config import DINOConfig
+from teachkit.pretrained import ModelCard, save_card, save_shipped
+from teachkit.profiles import seed_everything
+
+__all__ = ["build_run_backbone", "evaluate_backbone", "load_run", "pixel_features", "ship_run"]
+
+#: Curves kept in a card, subsampled to at most this many points.
+_HISTORY_POINTS = 200
+_STEP_CURVES = ("loss", "teacher_entropy", "batch_entropy", "kl", "momentum", "teacher_temp")
+
+
+def build_run_backbone(config: DINOConfig) -> nn.Module:
+    """The run's backbone at its random initialisation (the seed the trainer used).
+
+    The trainer seeds with ``config.seed`` before building the student, so this is
+    exactly the network training started from.
+    """
+    from teachkit.dino.trainer import build_backbone
+
+    seed_everything(config.seed)
+    return build_backbone(
+        config.arch,
+        patch_size=config.patch_size,
+        img_size=config.crops.global_size,
+        conv_stem=config.conv_stem,
+    ).eval()
+
+
+def load_run(run_dir: str | Path) -> tuple[nn.Module, DINOConfig, dict[str, Any]]:
+    """The trained teacher backbone, the config and ``metrics.json`` of a run directory."""
+    run_dir = Path(run_dir)
+    ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.json"
+    for path in (ckpt_path, metrics_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: is {run_dir} a DINO run directory?")
+    ckpt = load_checkpoint(ckpt_path)
+    config = DINOConfig.from_dict(ckpt["config"])
+    backbone = build_run_backbone(config)
+    prefix = "backbone."
+    state = {k[len(prefix) :]: v for k, v in ckpt["teacher"].items() if k.startswith(prefix)}
+    backbone.load_state_dict(state, strict=True)
+    metrics = json.loads(metrics_path.read_text())
+    return backbone.eval(), config, metrics
+
+
+def pixel_features(images: Tensor) -> Tensor:
+    """Raw pixels as features: (N, 3, H, W) uint8 -> (N, 3HW), centred per image, unit norm."""
+    x = images.float().flatten(1)
+    return F.normalize(x - x.mean(1, keepdim=True), dim=1)
+
+
+def evaluate_backbone(
+    backbone: nn.Module,
+    *,
+    random_init: nn.Module | None = None,
+    shortcuts: bool = False,
+    n_train: int = 5000,
+    n_test: int = 1000,
+    resolution: int = 32,
+    seed: int = 0,
+) -> dict[str, float]:
+    """k-NN top-1 (%) of ``backbone``, ``random_init`` and raw pixels on a shapes split.
+
+    The split is ``shapes_splits(n_train, n_test, seed=seed)`` (Chapters 1 and 3 use
+    seed 0). For a ViT (``get_last_selfattention``) the card also gets the attention
+    Jaccard (best head and merged heads) over the test images and their object masks.
+    """
+    from teachkit.attention import attention_jaccard
+    from teachkit.data.shapes import shapes_splits
+    from teachkit.knn import extract_features, imagenet_preprocess, knn_accuracy
+
+    train, test = shapes_splits(n_train, n_test, resolution=resolution, seed=seed,
+                                shortcuts=shortcuts)
+
+    def knn(features) -> float:
+        bank, queries = features(train.images), features(test.images)
+        return round(float(knn_accuracy(bank, train.labels, queries, test.labels)["top1"]), 2)
+
+    def of(model: nn.Module):
+        return lambda x: extract_features(model, x, progress=False)
+
+    results = {"knn_top1_percent": knn(of(backbone)), "pixels_knn_top1_percent": knn(pixel_features)}
+    if random_init is not None:
+        results["random_init_knn_top1_percent"] = knn(of(random_init))
+    if callable(getattr(backbone, "get_last_selfattention", None)):
+        scores = attention_jaccard(
+            backbone, imagenet_preprocess(test.images), test.masks, progress=False
+        )
+        results["attention_jaccard_best_head"] = round(scores["best_head"], 3)
+        results["attention_jaccard_merged"] = round(scores["merged"], 3)
+    return results
+
+
+def _subsample(rows: list[dict[str, float]], keys: tuple[str, ...]) -> dict[str, list[float]]:
+    stride = max(1, len(rows) // _HISTORY_POINTS)
+    picked = rows[::stride]
+    out = {"step": [int(r["step"]) for r in picked]}
+    for key in keys:
+        if picked and key in picked[0]:
+            out[key] = [round(float(r[key]), 5) for r in picked]
+    return out
+
+
+def ship_run(
+    run_dir: str | Path,
+    name: str,
+    description: str,
+    *,
+    command: str | None = None,
+    hardware: str | None = None,
+    wall_time_s: float | None = None,
+    history_only: bool = False,
+    directory: Path | None = None,
+) -> ModelCard:
+    """Evaluate a finished run and write ``NAME.pt`` (unless ``history_only``) and its card.
+
+    ``command``, ``hardware`` and ``wall_time_s`` default to what the run recorded in
+    ``metrics.json`` (runs started before the trainer recorded them must pass them).
+    """
+    backbone, config, metrics = load_run(run_dir)
+    run = metrics.get("run", {})
+    epochs = metrics.get("epochs", [])
+    command = command or run.get("command")
+    hardware = hardware or run.get("hardware")
+    if wall_time_s is None and epochs:
+        wall_time_s = epochs[-1].get("elapsed_s")
+    missing = [k for k, v in {"command": command, "hardware": hardware,
+                              "wall_time_s": wall_time_s}.items() if not v]
+    if missing:
+        raise ValueError(f"{run_dir}/metrics.json does not record {missing}; pass them")
+    shortcuts = bool(run.get("shortcuts", False))
+    results = evaluate_backbone(
+        backbone,
+        random_init=build_run_backbone(config),
+        shortcuts=shortcuts,
+        resolution=config.crops.global_size,
+    )
+    last = metrics["steps"][-1] if metrics.get("steps") else {}
+    for key in ("teacher_entropy", "batch_entropy", "kl"):
+        if key in last:
+            results[f"final_{key}"] = round(float(last[key]), 4)
+    history = _subsample(metrics.get("steps", []), _STEP_CURVES)
+    history.update(
+        {f"epoch_{k}": [e.get(k) for e in epochs] for k in ("step", "knn_top1") if epochs}
+    )
+    data = (
+        f"shapes stream (fresh {config.crops.global_size} px images"
+        f"{', shortcuts=True' if shortcuts else ''}), batch {config.batch_size}, "
+        f"{len(metrics.get('steps', []))} steps; evaluated on shapes_splits(5000, 1000, seed=0"
+        f"{', shortcuts=True' if shortcuts else ''})"
+    )
+    card = ModelCard(
+        name=name,
+        description=description,
+        command=command,
+        seed=config.seed,
+        data=data,
+        hardware=hardware,
+        wall_time_s=round(float(wall_time_s), 1),
+        results=results,
+        history=history,
+        created=time.strftime("%Y-%m-%d"),
+        config={**config.to_dict(), "out_dir": None, "device": None},
+    )
+    if history_only:
+        save_card(card, directory)
+    else:
+        save_shipped(backbone, card, directory)
+    return card
