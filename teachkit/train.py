@@ -304,7 +304,7 @@ def add_ship_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, help="the run's --out directory")
     p.add_argument("--name", required=True, help="file stem of the shipped checkpoint")
     p.add_argument("--description", required=True, help="one sentence for the card")
-    p.add_argument("--command", default=None,
+    p.add_argument("--command", default=None, dest="train_command",
                    help="training command, for runs whose metrics.json lacks it")
     p.add_argument("--hardware", default=None, help="likewise, where it trained")
     p.add_argument("--wall-time-s", type=float, default=None, help="likewise, its wall time")
@@ -319,7 +319,7 @@ def run_ship(args: argparse.Namespace) -> int:
         args.run,
         args.name,
         args.description,
-        command=args.command,
+        command=args.train_command,
         hardware=args.hardware,
         wall_time_s=args.wall_time_s,
         history_only=args.history_only,

@@ -143,11 +143,14 @@ def ship_run(
     wall_time_s: float | None = None,
     history_only: bool = False,
     directory: Path | None = None,
+    n_train: int = 5000,
+    n_test: int = 1000,
 ) -> ModelCard:
     """Evaluate a finished run and write ``NAME.pt`` (unless ``history_only``) and its card.
 
     ``command``, ``hardware`` and ``wall_time_s`` default to what the run recorded in
     ``metrics.json`` (runs started before the trainer recorded them must pass them).
+    The results are measured on ``shapes_splits(n_train, n_test, seed=0)``.
     """
     backbone, config, metrics = load_run(run_dir)
     run = metrics.get("run", {})
@@ -165,6 +168,8 @@ def ship_run(
         backbone,
         random_init=build_run_backbone(config),
         shortcuts=shortcuts,
+        n_train=n_train,
+        n_test=n_test,
         resolution=config.crops.global_size,
     )
     last = metrics["steps"][-1] if metrics.get("steps") else {}
@@ -178,7 +183,7 @@ def ship_run(
     data = (
         f"shapes stream (fresh {config.crops.global_size} px images"
         f"{', shortcuts=True' if shortcuts else ''}), batch {config.batch_size}, "
-        f"{len(metrics.get('steps', []))} steps; evaluated on shapes_splits(5000, 1000, seed=0"
+        f"{len(metrics.get('steps', []))} steps; evaluated on shapes_splits({n_train}, {n_test}, seed=0"
         f"{', shortcuts=True' if shortcuts else ''})"
     )
     card = ModelCard(
