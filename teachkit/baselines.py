@@ -67,6 +67,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", default="small_cnn",
                    help="small_cnn, resnet18, or a ViT name (vit_nano, vit_tiny, ...).")
     p.add_argument("--patch-size", type=int, default=4, help="ViT patch size.")
+    p.add_argument("--conv-stem", action="store_true",
+                   help="ViTs: convolutional stem instead of the patchify layer.")
     p.set_defaults(func=_run_supervised)
 
 
@@ -146,7 +148,7 @@ def _run_supervised(args) -> None:
     seed_everything(args.seed)
     device = pick_device(args.device)
     start = time.perf_counter()
-    model = Classifier(_backbone(args.arch, args.patch_size), num_classes=10)
+    model = Classifier(_backbone(args.arch, args.patch_size, args.conv_stem), num_classes=10)
     stream = ShapesStream(args.batch_size, seed=args.seed, device=device)
     losses = train_supervised(model, stream, steps=args.steps, lr=args.lr, device=device)
     model.cpu()
@@ -157,7 +159,7 @@ def _run_supervised(args) -> None:
             device)
 
 
-def _backbone(arch: str, patch_size: int) -> torch.nn.Module:
+def _backbone(arch: str, patch_size: int, conv_stem: bool = False) -> torch.nn.Module:
     from teachkit.models.resnet import resnet18_cifar, small_cnn
     from teachkit.models.vit import VIT_SIZES, build_vit
 
@@ -166,5 +168,7 @@ def _backbone(arch: str, patch_size: int) -> torch.nn.Module:
     if arch == "resnet18":
         return resnet18_cifar()
     if arch in VIT_SIZES:
-        return build_vit(arch, patch_size=patch_size, img_size=32)
+        return build_vit(arch, patch_size=patch_size, img_size=32, conv_stem=conv_stem)
+    if conv_stem:
+        raise ValueError(f"--conv-stem applies to ViTs only, not to {arch!r}")
     raise ValueError(f"unknown arch {arch!r}; expected small_cnn, resnet18 or {list(VIT_SIZES)}")

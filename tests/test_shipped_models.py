@@ -46,6 +46,30 @@ def split():
     return shapes_splits(5000, 1000, seed=0)
 
 
+DINO_MODELS = [n for n in pretrained.available() if pretrained.load_card(n).config.get("arch")]
+
+
+@pytest.mark.parametrize("name", DINO_MODELS)
+def test_shipped_dino_backbone_reproduces_its_card(name):
+    """The teacher backbones shipped by ``ship-dino``: k-NN of the trained network, of its
+    random initialisation and of raw pixels, on the split the card names."""
+    from teachkit.dino.config import DINOConfig
+    from teachkit.dino.export import build_run_backbone, evaluate_backbone
+
+    torch.set_num_threads(1)
+    card = pretrained.load_card(name)
+    config = DINOConfig.from_dict(card.config)
+    model = build_run_backbone(config)
+    pretrained.load_shipped(name, model)
+    shortcuts = "shortcuts=True" in card.data
+    measured = evaluate_backbone(model, random_init=build_run_backbone(config), shortcuts=shortcuts)
+    for key in ("knn_top1_percent", "random_init_knn_top1_percent", "pixels_knn_top1_percent"):
+        assert abs(measured[key] - card.results[key]) <= 1.0, (key, measured[key], card.results)
+    if "attention_jaccard_best_head" in card.results:
+        assert abs(measured["attention_jaccard_best_head"]
+                   - card.results["attention_jaccard_best_head"]) <= 0.01
+
+
 @pytest.mark.parametrize("name", KNN_MODELS)
 def test_shipped_model_reproduces_its_knn_accuracy(name, split):
     model, features, preprocess = _builders()[name]()
