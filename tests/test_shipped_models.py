@@ -33,6 +33,7 @@ def _builders():
     return {
         "ch1_autoencoder_shapes": autoencoder,
         "ch1_contrastive_shapes": contrastive,
+        "contrastive_shapes_shortcuts": contrastive,  # Chapter 3: trained with shortcuts
         "shapes_small_cnn_supervised": supervised_cnn,
     }
 
