@@ -118,8 +118,9 @@ def propagate_labels(
     if first.shape != (n,):
         raise ValueError(f"first must be ({n},) patch labels; got {tuple(first.shape)}")
     if topk < 1 or n_last < 0 or temperature <= 0:
-        raise ValueError(f"need topk >= 1, n_last >= 0, temperature > 0; got {topk}, {n_last}, "
-                         f"{temperature}")
+        raise ValueError(
+            f"need topk >= 1, n_last >= 0, temperature > 0; got {topk}, {n_last}, {temperature}"
+        )
     near = _neighbourhood(grid, radius) if radius >= 0 else torch.ones(n, n, dtype=torch.bool)
     labels = [torch.stack([1 - first, first], dim=1)]  # (N, 2): background, foreground
     for t in range(1, t_frames):
@@ -147,8 +148,9 @@ def propagate_mask(
     :func:`propagate_labels`.
     """
     soft = propagate_labels(features, grid, mask_to_patches(first_mask, grid), **kwargs)
-    maps = F.interpolate(soft.view(-1, 1, *grid), size=first_mask.shape, mode="bilinear",
-                         align_corners=False)[:, 0]
+    maps = F.interpolate(
+        soft.view(-1, 1, *grid), size=first_mask.shape, mode="bilinear", align_corners=False
+    )[:, 0]
     masks = maps > 0.5
     masks[0] = first_mask.bool()
     return masks

@@ -1,4 +1,5 @@
-"""Shared fixtures: a loopback HTTP server for the download tests."""
+"""Shared fixtures: one intra-op thread for small-tensor tests, and a loopback HTTP server
+for the download tests."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import torch
 
 
 class _Files(BaseHTTPRequestHandler):
@@ -57,3 +59,14 @@ def loopback_server() -> Iterator[LoopbackServer]:
     finally:
         server.httpd.shutdown()
         server.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """On two shared CPU cores, OpenMP threads stall each other, and tiny tensors gain
+    nothing from a thread pool: modules of small-model tests run with one intra-op thread
+    (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

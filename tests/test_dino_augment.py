@@ -12,13 +12,7 @@ from teachkit.dino.batched_augment import BatchedMultiCrop
 CFG = MultiCropConfig(global_size=32, local_size=16, local_crops_number=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a thread pool costs more than it saves on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _images(n: int = 4, size: int = 32, seed: int = 0) -> torch.Tensor:

@@ -13,13 +13,7 @@ from teachkit.dino.export import build_run_backbone, evaluate_backbone, load_run
 from teachkit.pretrained import ModelCard
 from teachkit.train import main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +41,16 @@ def test_load_run_gives_the_teacher_backbone_and_the_recorded_facts(run_dir):
 
 
 def test_ship_run_writes_weights_and_a_card_whose_numbers_reload(run_dir, tmp_path):
-    card = ship_run(run_dir, "tiny_dino", "a test run", directory=tmp_path, n_train=100,
-                    n_test=50)
+    card = ship_run(run_dir, "tiny_dino", "a test run", directory=tmp_path, n_train=100, n_test=50)
     saved = ModelCard(**json.loads((tmp_path / "tiny_dino.json").read_text()))
     assert saved.results == card.results and (tmp_path / "tiny_dino.pt").is_file()
-    assert {"knn_top1_percent", "pixels_knn_top1_percent", "random_init_knn_top1_percent",
-            "attention_jaccard_best_head", "final_teacher_entropy"} <= card.results.keys()
+    assert {
+        "knn_top1_percent",
+        "pixels_knn_top1_percent",
+        "random_init_knn_top1_percent",
+        "attention_jaccard_best_head",
+        "final_teacher_entropy",
+    } <= card.results.keys()
     assert card.command.startswith("python -m teachkit.train dino") and card.wall_time_s > 0
     assert len(card.history["step"]) == 2 and card.history["epoch_step"] == [2]
     # the shipped fp16 weights reproduce the card's k-NN accuracy
@@ -64,15 +62,20 @@ def test_ship_run_writes_weights_and_a_card_whose_numbers_reload(run_dir, tmp_pa
 
 
 def test_history_only_ships_no_weights_and_missing_facts_are_named(run_dir, tmp_path):
-    ship_run(run_dir, "curves", "ablation", directory=tmp_path, history_only=True,
-             n_train=100, n_test=50)
+    ship_run(
+        run_dir, "curves", "ablation", directory=tmp_path, history_only=True, n_train=100, n_test=50
+    )
     assert (tmp_path / "curves.json").is_file() and not (tmp_path / "curves.pt").exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes())
     (bare / "metrics.json").write_text(json.dumps({k: metrics[k] for k in ("config", "steps")}))
-    with pytest.raises(ValueError, match=r"does not record \['command', 'hardware', 'wall_time_s'\]"):
+    with pytest.raises(
+        ValueError, match=r"does not record \['command', 'hardware', 'wall_time_s'\]"
+    ):
         ship_run(bare, "x", "y", directory=tmp_path)
-    with pytest.raises(FileNotFoundError, match="checkpoint.pt is missing: is .* a DINO run directory"):
+    with pytest.raises(
+        FileNotFoundError, match="checkpoint.pt is missing: is .* a DINO run directory"
+    ):
         ship_run(tmp_path / "nowhere", "x", "y", directory=tmp_path)

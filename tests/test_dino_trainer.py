@@ -19,14 +19,7 @@ from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.schedules import clip_gradients, cosine_schedule, get_params_groups
 from teachkit.dino.trainer import DINOConfig, ImageBatches, NonFiniteLossError, train_dino
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a thread pool costs more than it saves on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 class TinyBackbone(nn.Module):
@@ -121,7 +114,8 @@ def test_without_ema_the_teacher_is_a_copy_of_the_student():
     cfg = tiny_config(momentum_teacher=0.0, momentum_teacher_end=0.0)
     h = train_dino(cfg, ImageBatches(tiny_images(), 8), backbone=backbone(), progress=False)
     assert h.column("momentum") == [0.0] * 6
-    for (name, s), t in zip(h.student.state_dict().items(), h.teacher.state_dict().values()):
+    pairs = zip(h.student.state_dict().items(), h.teacher.state_dict().values(), strict=True)
+    for (name, s), t in pairs:
         torch.testing.assert_close(s, t, msg=name)
     with pytest.raises(ValueError, match=r"momentum_teacher_end must lie in \[0, 1\]"):
         tiny_config(momentum_teacher_end=1.5)

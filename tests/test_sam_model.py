@@ -91,13 +91,7 @@ def decode_both(pair, embedding, prompt, multimask):
     return outs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On two shared CPU cores, OpenMP threads stall each other: use one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # ---------------------------------------------------------------- small architecture

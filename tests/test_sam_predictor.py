@@ -26,13 +26,7 @@ def official_tiny() -> official.Sam:
     return official_sam(CFG)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On two shared CPU cores, OpenMP threads stall each other: use one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

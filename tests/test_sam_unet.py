@@ -15,13 +15,7 @@ from teachkit.sam.unet import (
     train_unet,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def test_output_has_one_channel_per_class_plus_background():

@@ -120,8 +120,9 @@ def make_clip(
         spots = torch.rand(64, 2, generator=g) * (1 - 2 * r) + r  # candidates, farthest wins
         clearance = torch.cdist(spots, centres).min(dim=1).values
         where = spots[clearance.argmax()].view(1, 2)
-        still = _shape_masks(torch.tensor([other]), where, torch.tensor([r]),
-                             torch.tensor([start_angle]), resolution)
+        still = _shape_masks(
+            torch.tensor([other]), where, torch.tensor([r]), torch.tensor([start_angle]), resolution
+        )
         _paint(canvas, still.expand(n_frames, -1, -1), colour)
     _paint(canvas, masks, colour)
     return Clip(frames=_finish(canvas, cfg, g), masks=masks, label=label)

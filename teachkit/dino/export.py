@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -101,8 +100,9 @@ def evaluate_backbone(
     from teachkit.data.shapes import shapes_splits
     from teachkit.knn import extract_features, imagenet_preprocess, knn_accuracy
 
-    train, test = shapes_splits(n_train, n_test, resolution=resolution, seed=seed,
-                                shortcuts=shortcuts)
+    train, test = shapes_splits(
+        n_train, n_test, resolution=resolution, seed=seed, shortcuts=shortcuts
+    )
 
     def knn(features) -> float:
         bank, queries = features(train.images), features(test.images)
@@ -111,7 +111,10 @@ def evaluate_backbone(
     def of(model: nn.Module):
         return lambda x: extract_features(model, x, progress=False)
 
-    results = {"knn_top1_percent": knn(of(backbone)), "pixels_knn_top1_percent": knn(pixel_features)}
+    results = {
+        "knn_top1_percent": knn(of(backbone)),
+        "pixels_knn_top1_percent": knn(pixel_features),
+    }
     if random_init is not None:
         results["random_init_knn_top1_percent"] = knn(of(random_init))
     if callable(getattr(backbone, "get_last_selfattention", None)):
@@ -159,8 +162,11 @@ def ship_run(
     hardware = hardware or run.get("hardware")
     if wall_time_s is None and epochs:
         wall_time_s = epochs[-1].get("elapsed_s")
-    missing = [k for k, v in {"command": command, "hardware": hardware,
-                              "wall_time_s": wall_time_s}.items() if not v]
+    missing = [
+        k
+        for k, v in {"command": command, "hardware": hardware, "wall_time_s": wall_time_s}.items()
+        if not v
+    ]
     if missing:
         raise ValueError(f"{run_dir}/metrics.json does not record {missing}; pass them")
     shortcuts = bool(run.get("shortcuts", False))
@@ -183,7 +189,8 @@ def ship_run(
     data = (
         f"shapes stream (fresh {config.crops.global_size} px images"
         f"{', shortcuts=True' if shortcuts else ''}), batch {config.batch_size}, "
-        f"{len(metrics.get('steps', []))} steps; evaluated on shapes_splits({n_train}, {n_test}, seed=0"
+        f"{len(metrics.get('steps', []))} steps; evaluated on "
+        f"shapes_splits({n_train}, {n_test}, seed=0"
         f"{', shortcuts=True' if shortcuts else ''})"
     )
     card = ModelCard(
