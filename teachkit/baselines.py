@@ -36,7 +36,8 @@ def hardware_name(device: torch.device) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {torch.get_num_threads()} threads ({os.cpu_count()} cores visible)"
+    n = torch.get_num_threads()
+    return f"{cpu}, {n} thread{'' if n == 1 else 's'} ({os.cpu_count()} cores visible)"
 
 
 def _common(p: argparse.ArgumentParser, steps: int) -> None:
