@@ -38,6 +38,7 @@ __all__ = [
     "imagenet_preprocess",
     "knn_accuracy",
     "knn_classify",
+    "pixel_features",
     "retrieve",
 ]
 
@@ -56,6 +57,15 @@ def imagenet_preprocess(images: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- features
+
+
+def pixel_features(images: Tensor) -> Tensor:
+    """Raw pixels as features, the floor of every k-NN comparison in the course.
+
+    ``(N, 3, H, W)`` -> ``(N, 3HW)`` float32, centred per image and L2-normalised.
+    """
+    x = images.float().flatten(1)
+    return F.normalize(x - x.mean(1, keepdim=True), dim=1)
 
 
 def _batches(images: Tensor | Dataset | DataLoader, batch_size: int) -> Iterable:

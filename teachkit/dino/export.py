@@ -25,15 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from teachkit.checkpoint import load_checkpoint
 from teachkit.dino.config import DINOConfig
 from teachkit.pretrained import ModelCard, save_card, save_shipped
 from teachkit.profiles import seed_everything
 
-__all__ = ["build_run_backbone", "evaluate_backbone", "load_run", "pixel_features", "ship_run"]
+__all__ = ["build_run_backbone", "evaluate_backbone", "load_run", "ship_run"]
 
 #: Curves kept in a card, subsampled to at most this many points.
 _HISTORY_POINTS = 200
@@ -74,12 +73,6 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, DINOConfig, dict[str, Any]
     return backbone.eval(), config, metrics
 
 
-def pixel_features(images: Tensor) -> Tensor:
-    """Raw pixels as features: (N, 3, H, W) uint8 -> (N, 3HW), centred per image, unit norm."""
-    x = images.float().flatten(1)
-    return F.normalize(x - x.mean(1, keepdim=True), dim=1)
-
-
 def evaluate_backbone(
     backbone: nn.Module,
     *,
@@ -98,7 +91,7 @@ def evaluate_backbone(
     """
     from teachkit.attention import attention_jaccard
     from teachkit.data.shapes import shapes_splits
-    from teachkit.knn import extract_features, imagenet_preprocess, knn_accuracy
+    from teachkit.knn import extract_features, imagenet_preprocess, knn_accuracy, pixel_features
 
     train, test = shapes_splits(
         n_train, n_test, resolution=resolution, seed=seed, shortcuts=shortcuts

@@ -239,9 +239,7 @@ def train_dino(
             the likely causes).
         ValueError: a malformed config, backbone or data batch.
     """
-    run = _Run(config, data, backbone, eval_data, callbacks, progress)
-    run.run_info = dict(run_info or {})
-    return run.train()
+    return _Run(config, data, backbone, eval_data, callbacks, progress, run_info).train()
 
 
 class _Run:
@@ -255,10 +253,12 @@ class _Run:
         eval_data: tuple[Tensor, ...] | None,
         callbacks: Sequence[Callback],
         progress: bool,
+        run_info: dict[str, Any] | None = None,
     ) -> None:
         self.cfg, self.data, self.eval_data, self.callbacks = cfg, data, eval_data, callbacks
-        self.run_info: dict[str, Any] = {}
-        self._clock = (time.perf_counter(), 0.0)  # (start of this session, seconds before it)
+        self.run_info = dict(run_info or {})
+        # training wall time: this session's clock minus k-NN monitors, plus earlier sessions
+        self._session_start, self._elapsed_before, self._monitor_s = time.perf_counter(), 0.0, 0.0
         self.world, self.rank = dist.world_size(), dist.rank()
         self.main = dist.is_main_process()
         self.progress = progress and self.main
@@ -368,8 +368,9 @@ class _Run:
     def train(self) -> History:
         cfg, spe = self.cfg, self.steps_per_epoch
         start = self._resume()
-        before = self.history.epochs[-1].get("elapsed_s", 0.0) if self.history.epochs else 0.0
-        self._clock = (time.perf_counter(), float(before))
+        if self.history.epochs:
+            self._elapsed_before = float(self.history.epochs[-1].get("elapsed_s", 0.0))
+        self._session_start = time.perf_counter()
         end = self.total_steps if cfg.max_steps is None else min(self.total_steps, cfg.max_steps)
         self._announce(start, end)
         batches = self._batches(start)
@@ -524,8 +525,7 @@ class _Run:
             "epoch": epoch,
             "step": step + 1,
             "loss": float(np.mean(losses)) if losses else math.nan,
-            # training wall time so far, over resumed sessions (k-NN monitors excluded)
-            "elapsed_s": round(self._clock[1] + time.perf_counter() - self._clock[0], 1),
+            "elapsed_s": round(self._training_seconds(), 1),
         }
         last_epoch = step + 1 == self.total_steps
         if (
@@ -535,8 +535,7 @@ class _Run:
         ):
             monitor_start = time.perf_counter()
             record.update(self._knn_monitor())
-            start, before = self._clock
-            self._clock = (start + time.perf_counter() - monitor_start, before)
+            self._monitor_s += time.perf_counter() - monitor_start
         self.history.epochs.append(record)
         if self.progress:
             knn = f", k-NN top-1 {record['knn_top1']:.1f} %" if "knn_top1" in record else ""
@@ -548,6 +547,10 @@ class _Run:
                 f"{last['batch_entropy']:.2f}{knn}"
             )
         return self._callback("epoch", record)
+
+    def _training_seconds(self) -> float:
+        """Wall time spent training, over resumed sessions, k-NN monitors excluded."""
+        return self._elapsed_before + time.perf_counter() - self._session_start - self._monitor_s
 
     def _eval_preprocess(self, x: Tensor) -> Tensor:
         """uint8 images -> normalised float at the global-crop size (what training saw)."""
