@@ -68,7 +68,7 @@ def add_sam_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "sam",
-        help="Chapter 7: train the tiny SAM on shapes scenes (interactive prompts)",
+        help="Chapter 6: train the tiny SAM on shapes scenes (interactive prompts)",
         description="Train SAM (teachkit.sam.train.train_sam) with simulated clicks and "
         "boxes, checkpointing into --out (re-run to resume); evaluate mIoU with 1 point, "
         "3 points and a box on held-out scenes, seen vs --holdout classes.",
@@ -79,7 +79,7 @@ def add_sam_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "unet",
-        help="Chapter 7 baseline: a U-Net trained with class labels on shapes scenes",
+        help="Chapter 6 baseline: a U-Net trained with class labels on shapes scenes",
         description="Train the class-aware U-Net baseline (teachkit.sam.unet) on the seen "
         "classes of the same scenes and measure it like SAM.",
     )
@@ -156,7 +156,7 @@ def run_sam_command(args: argparse.Namespace) -> int:
         model,
         {
             "description": f"Tiny SAM ({cfg.model}, {cfg.resolution} px) trained on shapes "
-            "scenes with simulated clicks and boxes (Chapter 7); mIoU on "
+            "scenes with simulated clicks and boxes (Chapter 6); mIoU on "
             f"{args.eval_scenes} held-out scenes, unseen = {', '.join(cfg.holdout) or 'none'}.",
             "seed": cfg.seed,
             "data": f"make_scenes at {cfg.resolution} px, classes {', '.join(cfg.seen_classes)}; "
@@ -197,7 +197,7 @@ def run_unet_command(args: argparse.Namespace) -> int:
         args,
         model,
         {
-            "description": "Class-aware U-Net baseline (Chapter 7): per-pixel background + "
+            "description": "Class-aware U-Net baseline (Chapter 6): per-pixel background + "
             f"{len(cfg.seen_classes)} seen classes, no prompt; cannot name unseen classes "
             f"({', '.join(cfg.holdout) or 'none'}).",
             "seed": cfg.seed,

@@ -1,6 +1,6 @@
 """Measuring promptable segmentation: mIoU with 1 point, k points and a box, seen vs unseen.
 
-Chapter 7: Training SAM -- section "How good is it, and on what?".
+Chapter 6: SAM, encoder to decoder -- section "Training a tiny SAM: how good is it, and on what?".
 
 The protocol follows the SAM paper (Sec. 7.1 and App. D.1) and RITM, scaled down to the
 shapes scenes (:func:`teachkit.data.shapes.make_scenes`):

@@ -1,6 +1,7 @@
 """Training the tiny SAM on shapes scenes: losses, the simulated user, the loop.
 
-Chapter 7: Training SAM -- sections "The loss", "A simulated user" and "The loop".
+Chapter 6: SAM, encoder to decoder -- section "Training a tiny SAM" (the loss, a simulated
+user, the loop).
 
 SAM is trained like a user would use it (SAM paper, Sec. 3 and App. A "Training
 algorithm"). For each image of a batch and each of a few of its instances:
