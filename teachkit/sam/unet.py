@@ -17,8 +17,8 @@ The shipped ``unet_shapes`` (the defaults: 1,500 steps of 8 images, 24 min on on
 CPU core) labels 95 % of pixels right, but its per-instance mIoU is 0.39 on seen
 classes (class confusions split objects; touching objects merge) and 0.41 on unseen
 ones even when any foreground blob counts -- and it calls 97 % of the pixels of unseen
-shapes by the name of some seen class. The tiny SAM, given one click, scores 0.57 on
-both.
+shapes by the name of some seen class. The tiny SAM, given one click, scores 0.60 on
+seen and 0.62 on unseen classes.
 
 Architecture: ``depth`` down-sampling stages (two 3x3 conv + BatchNorm + ReLU, then 2x2
 max-pool), a bottleneck, and as many up-sampling stages (2x2 transposed conv, concat
