@@ -153,7 +153,6 @@ def contrast_saliency(
         ``(B, h, w)`` float on the CPU in ``[0, 2]``.
     """
     _check_images(images)
-    _grid_of(model, images)
     feats, grid = patch_features(model, images, preprocess=preprocess, batch_size=batch_size)
     return border_contrast(feats, grid)
 

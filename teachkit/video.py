@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["mask_to_patches", "patch_features", "propagate_mask", "propagate_labels"]
+__all__ = [
+    "mask_to_patches",
+    "patch_features",
+    "pixel_patch_features",
+    "propagate_mask",
+    "propagate_labels",
+]
 
 
 def patch_features(
@@ -70,6 +76,31 @@ def patch_features(
     finally:
         model.train(was_training)
     return torch.cat(out), grid
+
+
+def pixel_patch_features(frames: Tensor, patch_size: int) -> tuple[Tensor, tuple[int, int]]:
+    """Raw pixels of each patch as its feature: the baseline with no network.
+
+    The same layout as :func:`patch_features`, so either can feed
+    :func:`propagate_mask` or :func:`teachkit.dino_sam.border_contrast`.
+
+    Args:
+        frames: (T, 3, H, W) images, H and W multiples of ``patch_size``.
+        patch_size: side ``p`` of the square patches.
+
+    Returns:
+        ``(features (T, h*w, 3*p*p), (h, w))``: each patch's pixels, centred and
+        L2-normalised, row-major grid.
+    """
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must be (T, 3, H, W); got {tuple(frames.shape)}")
+    p = patch_size
+    t, _, h, w = frames.shape
+    if p < 1 or h % p or w % p:
+        raise ValueError(f"frame size {(h, w)} must be a multiple of patch_size ({p})")
+    x = frames.float().unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5)
+    x = x.reshape(t, (h // p) * (w // p), 3 * p * p)
+    return F.normalize(x - x.mean(-1, keepdim=True), dim=-1), (h // p, w // p)
 
 
 def mask_to_patches(mask: Tensor, grid: tuple[int, int]) -> Tensor:

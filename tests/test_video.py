@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from teachkit.attention import jaccard
 from teachkit.data.clips import make_clip
 from teachkit.models.vit import build_vit
-from teachkit.video import mask_to_patches, patch_features, propagate_labels, propagate_mask
+from teachkit.video import (
+    mask_to_patches,
+    patch_features,
+    pixel_patch_features,
+    propagate_labels,
+    propagate_mask,
+)
 
 
 def test_a_clip_moves_one_object_over_a_still_background():
@@ -89,3 +95,14 @@ def test_bad_inputs_are_explained():
         patch_features(model, torch.zeros(2, 3, 30, 30, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"grid \(4, 4\) has 16 patches, features have 9"):
         propagate_labels(torch.zeros(2, 9, 4), (4, 4), torch.zeros(16))
+
+
+def test_pixel_patch_features_are_each_patchs_centred_normalised_pixels():
+    frames = torch.randint(0, 256, (2, 3, 8, 12), dtype=torch.uint8)
+    feats, grid = pixel_patch_features(frames, 4)
+    assert grid == (2, 3) and feats.shape == (2, 6, 48)
+    patch = frames[1, :, 4:8, 8:12].float().flatten()  # row 1, column 2 -> token 5
+    expected = F.normalize(patch - patch.mean(), dim=0)
+    assert torch.allclose(feats[1, 5], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        pixel_patch_features(frames, 5)
