@@ -173,3 +173,154 @@ def test_extract_features_tensor_dataset_and_cache() -> None:
         extract_features(model, images, cache=cache)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         extract_features(model, images[0], progress=False)
+
+
+# --------------------------------------------------------------------------- bad input, issue 13
+
+
+def clusters(n_per_class=10, m_per_class=4, d=16, c=5, spread=0.35, seed=0, dtype=torch.float32):
+    """Easy data: classes around related directions (cross-class cosine around 0.5)."""
+    g = torch.Generator().manual_seed(seed)
+    shared = torch.randn(d, generator=g, dtype=torch.float64)
+    centres = torch.randn(c, d, generator=g, dtype=torch.float64) + shared
+    def draw(n):
+        labels = torch.arange(c).repeat_interleave(n)
+        x = centres[labels] + spread * torch.randn(len(labels), d, generator=g, dtype=torch.float64)
+        return x.to(dtype), labels
+    bank, labels = draw(n_per_class)
+    queries, query_labels = draw(m_per_class)
+    return bank, labels, queries, query_labels
+
+
+@pytest.mark.parametrize("T", [0.005, 0.001, 1e-5])
+def test_small_temperature_float32_gives_the_float64_vote(T: float) -> None:
+    bank, labels, queries, truth = clusters()
+    assert (F_cos(bank, bank).min() > 0.1), "classes share direction: every vote is large"
+    ref = knn_classify(bank.double(), labels, queries.double(), k=20, temperature=T)
+    out = knn_classify(bank, labels, queries, k=20, temperature=T)
+    assert torch.equal(out.predictions, ref.predictions)
+    assert torch.equal(out.predictions, truth)
+    acc32 = knn_accuracy(bank, labels, queries, truth, k=20, temperature=T)
+    acc64 = knn_accuracy(bank.double(), labels, queries.double(), truth, k=20, temperature=T)
+    assert acc32 == acc64 == {"top1": 100.0, "top5": 100.0}
+
+
+def F_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(b, dim=1)
+    return a @ b.T
+
+
+def test_top5_counts_a_voted_class_whose_weight_underflows() -> None:
+    # Query 0's true class 1 has one neighbour, far behind the nearest (class 0): its weight
+    # exp(-0.8 / 0.001) underflows to 0, yet it voted, so it is a top-5 hit.
+    bank = torch.tensor([[1.0, 0.0], [0.6, 0.8], [-1.0, 0.0]])
+    labels = torch.tensor([0, 1, 2])
+    queries = torch.tensor([[1.0, 0.0]])
+    acc = knn_accuracy(bank, labels, queries, torch.tensor([1]), k=2, temperature=1e-3,
+                       num_classes=5)
+    assert acc == {"top1": 0.0, "top5": 100.0}
+    acc = knn_accuracy(bank, labels, queries, torch.tensor([2]), k=2, temperature=1e-3,
+                       num_classes=5)
+    assert acc == {"top1": 0.0, "top5": 0.0}  # class 2 did not vote
+
+
+def test_default_scores_are_the_sum_of_exp_s_over_T() -> None:
+    bank, labels, queries, _ = clusters(seed=3)
+    out = knn_classify(bank, labels, queries)  # k = 20, T = 0.07
+    sims = F_cos(queries.double(), bank.double())
+    top = sims.topk(20, dim=1)
+    expected = torch.zeros(len(queries), 5, dtype=torch.float64)
+    expected.scatter_add_(1, labels[top.indices], (top.values / 0.07).exp())
+    torch.testing.assert_close(out.scores.double(), expected, rtol=1e-5, atol=0)
+
+
+def test_all_zero_rows_are_refused() -> None:
+    bank, labels, queries, _ = clusters()
+    zero_bank = bank.clone()
+    zero_bank[[3, 7]] = 0
+    with pytest.raises(ValueError, match=r"bank has 2 all-zero row\(s\) \(first: \[3, 7\]\)"):
+        knn_classify(zero_bank, labels, queries)
+    zero_q = queries.clone()
+    zero_q[1] = 0
+    with pytest.raises(ValueError, match="queries has 1 all-zero row"):
+        knn_accuracy(bank, labels, zero_q, torch.zeros(len(queries), dtype=torch.long))
+    with pytest.raises(ValueError, match="bank has 50 all-zero row"):
+        retrieve(torch.zeros_like(bank), queries)
+
+
+def test_labels_must_be_integer_class_ids_of_the_right_length_and_range() -> None:
+    bank, labels, queries, truth = clusters()
+    with pytest.raises(ValueError, match="integer tensor.*torch.bool"):
+        knn_classify(bank, labels > 2, queries)
+    with pytest.raises(ValueError, match="integer tensor.*list"):
+        knn_classify(bank, labels.tolist(), queries)
+    with pytest.raises(ValueError, match=r"bank_labels must have shape \(50,\).*\(50, 1\)"):
+        knn_classify(bank, labels[:, None], queries)
+    with pytest.raises(ValueError, match="bank_labels must be >= 0; got min -1"):
+        knn_classify(bank, labels - 1, queries)
+    with pytest.raises(ValueError, match=r"query_labels must have shape \(20,\)"):
+        knn_accuracy(bank, labels, queries, truth[:5])
+    with pytest.raises(ValueError, match="query_labels go up to 7 but there are 5 classes"):
+        knn_accuracy(bank, labels, queries, truth + 3)
+    with pytest.raises(ValueError, match="integer tensor.*float32"):
+        knn_accuracy(bank, labels, queries, truth.float())
+    with pytest.raises(ValueError, match="num_classes must be an int; got 5.0"):
+        knn_classify(bank, labels, queries, num_classes=5.0)
+    with pytest.raises(ValueError, match="temperature must be > 0 and finite; got nan"):
+        knn_classify(bank, labels, queries, temperature=float("nan"))
+
+
+@pytest.mark.parametrize(
+    "shape,hint",
+    [((4, 1, 8, 8), "one channel"), ((4, 8, 8, 3), "channels last"), ((4, 4, 8, 8), "C = 3")],
+)
+def test_extract_features_wants_rgb_channels_first(shape, hint) -> None:
+    images = torch.randint(0, 256, shape, dtype=torch.uint8)
+    expected = rf"\(N, C, H, W\) with C = 3 \(RGB\); got shape \({', '.join(map(str, shape))}\)"
+    with pytest.raises(ValueError, match=expected) as err:
+        extract_features(MeanColour(), images, progress=False)
+    assert hint in str(err.value)
+    with pytest.raises(ValueError, match="every batch of images must be"):
+        extract_features(MeanColour(), TensorDataset(images), batch_size=2, progress=False)
+
+
+# --------------------------------------------------------------------------- fast first pass
+
+
+@pytest.mark.parametrize("precision", ["bf16", "tf32"])
+def test_fast_precision_finds_the_fp32_neighbours_and_votes(precision: str) -> None:
+    bank, labels, queries, truth = clusters(n_per_class=200, m_per_class=40, d=64, c=10,
+                                            spread=1.0, seed=4)
+    ref = knn_classify(bank, labels, queries, chunk_size=64)
+    out = knn_classify(bank, labels, queries, chunk_size=64, precision=precision)
+    assert torch.equal(out.predictions, ref.predictions)
+    assert torch.equal(out.topk_indices.sort(1).values, ref.topk_indices.sort(1).values)
+    torch.testing.assert_close(out.topk_similarities, ref.topk_similarities, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.scores, ref.scores, rtol=1e-5, atol=0)
+    assert knn_accuracy(bank, labels, queries, truth, precision=precision) == knn_accuracy(
+        bank, labels, queries, truth
+    )
+    sims, idx = retrieve(bank, queries, k=7, precision=precision)
+    ref_sims, ref_idx = retrieve(bank, queries, k=7)
+    assert torch.equal(idx.sort(1).values, ref_idx.sort(1).values)
+    torch.testing.assert_close(sims, ref_sims, rtol=0, atol=1e-6)
+
+
+def test_fast_precision_stays_exact_where_bf16_cannot_rank() -> None:
+    # 300 near-duplicates of the query, 1e-4 apart in cosine: far below bf16's resolution,
+    # so the candidates of the bf16 pass are a lottery and every row must be re-done.
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(3, 32, generator=g, dtype=torch.float64)
+    bank = (q.repeat_interleave(100, 0) + 1e-2 * torch.randn(300, 32, generator=g,
+            dtype=torch.float64))
+    bank = torch.cat([bank, torch.randn(200, 32, generator=g, dtype=torch.float64)])
+    ref_sims, ref_idx = retrieve(bank, q, k=10)
+    sims, idx = retrieve(bank, q, k=10, precision="bf16")
+    assert torch.equal(idx, ref_idx)
+    torch.testing.assert_close(sims, ref_sims, rtol=0, atol=1e-12)
+
+
+def test_unknown_precision() -> None:
+    bank, labels, queries, _ = clusters()
+    with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'bf16', 'tf32'\)"):
+        knn_classify(bank, labels, queries, precision="fp16")
