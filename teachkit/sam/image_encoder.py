@@ -19,9 +19,14 @@ A neck of two convolutions (1x1 then 3x3, each followed by a channel LayerNorm) 
 ``embed_dim`` channels to the ``out_chans`` = 256 channels the mask decoder works in:
 a ``1 x 3 x 1024 x 1024`` image becomes a ``1 x 256 x 64 x 64`` image embedding.
 
-Attention runs through :func:`torch.nn.functional.scaled_dot_product_attention`; the
-relative-position bias is its additive ``attn_mask``, so the same code uses the fused
-kernels and runs under bf16 autocast. Parameter names follow the official release
+Attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` in the
+windowed and the global blocks alike; the relative-position bias is its additive
+``attn_mask``, built in the dtype of the queries (bf16 under bf16 autocast), so the same
+code uses the fused kernels that take a bias. The table offsets are precomputed once per
+block (non-persistent buffers), so a forward pass does no index arithmetic, and the
+tokens' ``B x H x W x C`` layout means the neck's convolutions receive a channels-last
+tensor without a copy. The encoder compiles with :func:`torch.compile` (tested on the
+CPU against eager). Parameter names follow the official release
 (``blocks.0.attn.rel_pos_h``, ``neck.1.weight``, ...) so its checkpoints load strictly.
 
 :class:`LayerNorm2d` and :class:`MLPBlock` are defined here, where the chapter first
@@ -44,6 +49,7 @@ __all__ = [
     "window_partition",
     "window_unpartition",
     "get_rel_pos",
+    "rel_pos_index",
     "decomposed_rel_pos_bias",
 ]
 
@@ -130,7 +136,7 @@ def window_unpartition(
     b = windows.shape[0] // ((hp // window_size) * (wp // window_size))
     x = windows.view(b, hp // window_size, wp // window_size, window_size, window_size, -1)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
-    return x[:, :h, :w, :].contiguous()
+    return x[:, :h, :w, :]  # a view: the residual add that follows makes the copy
 
 
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -154,11 +160,20 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
             mode="linear",
         )
         rel_pos = table.reshape(-1, max_rel_dist).permute(1, 0)
-    # Offsets are measured on the longer axis' scale when q and k differ in length.
-    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
-    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
-    offsets = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
-    return rel_pos[offsets.long()]
+    return rel_pos[rel_pos_index(q_size, k_size, rel_pos.device)]
+
+
+def rel_pos_index(
+    q_size: int, k_size: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """``q_size x k_size`` int64: the table row of each (query, key) offset along one axis.
+
+    Row ``(i, j)`` is ``i - j + k_size - 1`` when ``q_size == k_size``. When they differ,
+    offsets are measured on the longer axis' scale, as in the official model.
+    """
+    q_coords = torch.arange(q_size, device=device)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = torch.arange(k_size, device=device)[None, :] * max(q_size / k_size, 1.0)
+    return ((q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)).long()
 
 
 def decomposed_rel_pos_bias(
@@ -167,6 +182,9 @@ def decomposed_rel_pos_bias(
     rel_pos_w: torch.Tensor,
     q_size: tuple[int, int],
     k_size: tuple[int, int],
+    *,
+    r_h: torch.Tensor | None = None,
+    r_w: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The additive attention bias of decomposed relative positions (MViTv2).
 
@@ -179,14 +197,18 @@ def decomposed_rel_pos_bias(
         rel_pos_w: ``Lw x C`` table for horizontal offsets.
         q_size: query grid ``(qh, qw)``.
         k_size: key grid ``(kh, kw)``.
+        r_h: the looked-up ``qh x kh x C`` vectors, when the caller has them already
+            (:class:`Attention` gathers them with a precomputed index); else
+            :func:`get_rel_pos` looks them up. ``r_w`` likewise (``qw x kw x C``).
 
     Returns:
-        ``B x heads x (qh * qw) x (kh * kw)``, ready to pass as ``attn_mask``.
+        ``B x heads x (qh * qw) x (kh * kw)`` in the dtype of ``q`` (bf16 under bf16
+        autocast), ready to pass as ``attn_mask``.
     """
     qh, qw = q_size
     kh, kw = k_size
-    r_h = get_rel_pos(qh, kh, rel_pos_h).to(q.dtype)  # qh x kh x C
-    r_w = get_rel_pos(qw, kw, rel_pos_w).to(q.dtype)  # qw x kw x C
+    r_h = (get_rel_pos(qh, kh, rel_pos_h) if r_h is None else r_h).to(q.dtype)  # qh x kh x C
+    r_w = (get_rel_pos(qw, kw, rel_pos_w) if r_w is None else r_w).to(q.dtype)  # qw x kw x C
     b, n, _, c = q.shape
     grid_q = q.reshape(b, n, qh, qw, c)
     rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, r_h)  # B x n x qh x qw x kh
@@ -230,6 +252,14 @@ class Attention(nn.Module):
             # Zero init, as in the official model: training starts with no positional bias.
             self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
+            # The offsets of the grid the tables are sized for, computed once (not part of
+            # the state dict): a forward pass then gathers each table with one kernel.
+            self.register_buffer(
+                "rel_pos_index_h", rel_pos_index(input_size[0], input_size[0]), persistent=False
+            )
+            self.register_buffer(
+                "rel_pos_index_w", rel_pos_index(input_size[1], input_size[1]), persistent=False
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``B x H x W x C`` -> ``B x H x W x C``."""
@@ -239,10 +269,26 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(0)
         bias = None
         if self.use_rel_pos:
-            bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
+            bias = decomposed_rel_pos_bias(
+                q,
+                self.rel_pos_h,
+                self.rel_pos_w,
+                (h, w),
+                (h, w),
+                r_h=self._lookup(self.rel_pos_h, self.rel_pos_index_h, h),
+                r_w=self._lookup(self.rel_pos_w, self.rel_pos_index_w, w),
+            )
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # scale = Ch ** -0.5
         out = out.permute(0, 2, 1, 3).reshape(b, h, w, -1)
         return self.proj(out)
+
+    @staticmethod
+    def _lookup(table: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor | None:
+        """``size x size x C`` vectors by the precomputed index, or ``None`` (another grid
+        size than the tables were made for: :func:`get_rel_pos` interpolates then)."""
+        if index.shape[0] == size and table.shape[0] == 2 * size - 1:
+            return table[index]
+        return None
 
 
 class Block(nn.Module):
