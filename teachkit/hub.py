@@ -18,9 +18,13 @@ pattern of the official scripts:
   and a cached file is checked again before it is used. Where no trustworthy sha256 is
   known (the DINO files, see :data:`REGISTRY`), :func:`download` refuses to fetch the
   file unless you pass ``sha256=...`` yourself or say ``verify=False`` explicitly.
-* **Atomic files.** The bytes go to a temporary file in the cache directory, and only a
-  complete, verified file is renamed (``os.replace``) to its final name. An interrupted
-  or corrupted transfer never leaves a file that a later run would load.
+* **Atomic files.** The bytes go to a temporary ``.part`` file in the cache directory, and
+  only a complete, verified file is renamed (``os.replace``) to its final name. An
+  interrupted or corrupted transfer never leaves a file that a later run would load: the
+  byte count is checked against ``Content-Length``, and a file without a known sha256 must
+  be a complete PyTorch checkpoint (a zip archive whose central directory is there, or a
+  legacy file that ``torch.load`` reads). ``.part`` files of killed downloads are removed
+  by the next download once nothing has written to them for ten minutes.
 * **Strict loading.** :func:`load_into` raises a ``ValueError`` naming every missing,
   unexpected or wrongly shaped key; ``strict=False`` would silently keep random weights.
 
@@ -30,10 +34,14 @@ The cache directory is ``$TEACHKIT_CACHE`` if set, else ``~/.cache/teachkit``.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
+import time
+import urllib.error
 import urllib.request
 import warnings
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +70,7 @@ __all__ = [
 
 CACHE_ENV_VAR = "TEACHKIT_CACHE"
 _CHUNK = 1 << 20  # bytes read per network / disk read
+_STALE_PART_S = 600.0  # a .part file untouched this long belongs to a dead download
 
 
 class ChecksumMismatchError(ValueError):
@@ -69,7 +78,8 @@ class ChecksumMismatchError(ValueError):
 
 
 class IncompleteDownloadError(ConnectionError):
-    """The server closed the connection before sending every byte it announced."""
+    """The transfer ended early: fewer bytes than announced, a cut chunked transfer, or
+    (for a file without a known sha256) a checkpoint whose end is missing."""
 
 
 def _check_sha256_format(value: str, *, what: str) -> None:
@@ -266,13 +276,15 @@ def download(
     """Download a file into the cache (once) and return its path.
 
     The transfer is atomic: bytes are written to a temporary file next to the final one,
-    the byte count is checked against ``Content-Length``, the sha256 is checked, and only
-    then is the file renamed into place. On any failure the temporary file is removed,
-    so nothing is ever left at the final path except a complete, verified file.
+    the byte count is checked against ``Content-Length``, the sha256 is checked (without
+    a known sha256: the file must be a complete PyTorch checkpoint), and only then is the
+    file renamed into place. On any failure the temporary file is removed, so nothing is
+    ever left at the final path except a complete, verified file.
 
     A file already in the cache is hashed again before it is returned; if it no longer
     matches (a disk error, a manual edit) it is discarded with a warning and downloaded
-    afresh.
+    afresh. Without a known sha256, a cached file that is not a complete checkpoint (one
+    cut short by an older version of this code, an empty file) is discarded the same way.
 
     Args:
         url_or_entry: a URL, a registry name (``"sam_vit_b"``) or a :class:`WeightsEntry`.
@@ -281,8 +293,8 @@ def download(
             last component of its URL.
         sha256: the expected hash; overrides the registry's. ``None`` uses the registry's.
         verify: with ``True`` (the default) a file whose expected sha256 is unknown is
-            refused before anything is downloaded. ``verify=False`` downloads it anyway
-            (and trusts an existing cached copy); compute its hash with
+            refused before anything is downloaded. ``verify=False`` downloads it anyway,
+            checking only that it is a complete PyTorch checkpoint; compute its hash with
             :func:`file_sha256` and pin it with ``sha256=`` next time.
         progress: show a tqdm progress bar.
         timeout: seconds to wait for the server on connect and on each read.
@@ -295,8 +307,11 @@ def download(
             ``verify=True``.
         ChecksumMismatchError: (a ``ValueError``) the downloaded bytes have another
             sha256; the message names the expected and the actual hash.
-        IncompleteDownloadError: (a ``ConnectionError``) the server sent fewer bytes than
-            it announced.
+        IncompleteDownloadError: (a ``ConnectionError``) the transfer was cut: fewer
+            bytes than announced, a broken chunked transfer or connection, or (no sha256)
+            a checkpoint whose end is missing.
+        TimeoutError: the server sent nothing for ``timeout`` seconds (names the URL).
+        ValueError: (no sha256) the file is empty or not a PyTorch checkpoint.
         urllib.error.URLError: the server could not be reached or answered an error.
     """
     url, filename, known = _resolve(url_or_entry)
@@ -313,16 +328,21 @@ def download(
     folder = resolve_cache_dir(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / filename
+    _remove_stale_parts(final)
 
     if final.exists():
         if expected is None:
-            return final
-        actual = file_sha256(final)
-        if actual == expected:
-            return final
+            problem = _checkpoint_problem(final, thorough=False)
+            if problem is None:
+                return final
+            reason = problem
+        else:
+            actual = file_sha256(final)
+            if actual == expected:
+                return final
+            reason = f"has sha256 {actual}, expected {expected}"
         warnings.warn(
-            f"cached file {final} has sha256 {actual}, expected {expected}; "
-            "discarding it and downloading again",
+            f"cached file {final} {reason}; discarding it and downloading again",
             stacklevel=2,
         )
         final.unlink()
@@ -331,18 +351,46 @@ def download(
     return final
 
 
+def _part_prefix(final: Path) -> str:
+    return f".{final.name}."
+
+
+def _remove_stale_parts(final: Path) -> None:
+    """Delete ``.part`` files of ``final`` that no download has written to for a while.
+
+    A running download writes at least every ``timeout`` seconds (or fails), so a file
+    untouched for :data:`_STALE_PART_S` belongs to a process that was killed.
+    """
+    now = time.time()
+    for part in final.parent.glob(f"{_part_prefix(final)}*.part"):
+        try:
+            if now - part.stat().st_mtime > _STALE_PART_S:
+                part.unlink()
+        except FileNotFoundError:  # another process removed it first
+            pass
+
+
+def _timeout_error(url: str, timeout: float, received: int | None) -> TimeoutError:
+    got = "before answering" if received is None else f"after {received} bytes"
+    return TimeoutError(
+        f"the server of {url} sent nothing for {timeout:g} s {got}; nothing was saved. "
+        "Try again later, or pass a larger timeout="
+    )
+
+
 def _fetch_atomically(
     url: str, final: Path, expected: str | None, *, progress: bool, timeout: float
 ) -> None:
     """Stream ``url`` to a temporary file in ``final``'s folder, verify, then rename."""
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=_part_prefix(final), suffix=".part")
     tmp = Path(tmp_name)
+    received: int | None = None
     try:
         digest = hashlib.sha256()
-        received = 0
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")
             total = int(length) if length is not None else None
+            received = 0
             with tqdm(
                 total=total,
                 unit="B",
@@ -369,9 +417,69 @@ def _fetch_atomically(
                 f"sha256 mismatch for {url}: expected {expected}, got {actual} "
                 f"({received} bytes); the file was refused and not saved"
             )
+        if expected is None:
+            _refuse_unless_checkpoint(tmp, url, received)
         os.replace(tmp, final)
+    except TimeoutError as err:
+        raise _timeout_error(url, timeout, received) from err
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, TimeoutError):
+            raise _timeout_error(url, timeout, received) from err
+        raise
+    except (http.client.IncompleteRead, ConnectionResetError, ConnectionAbortedError) as err:
+        raise IncompleteDownloadError(
+            f"download of {url} was cut after {received or 0} bytes "
+            f"({type(err).__name__}); nothing was saved, try again"
+        ) from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _refuse_unless_checkpoint(tmp: Path, url: str, received: int) -> None:
+    """Raise unless the unverified download ``tmp`` is a complete PyTorch checkpoint."""
+    problem = _checkpoint_problem(tmp, thorough=True)
+    if problem is None:
+        return
+    if problem.startswith("is a zip archive"):  # the start of a checkpoint, not its end
+        raise IncompleteDownloadError(
+            f"download of {url} ended after {received} bytes, but the file {problem}: the "
+            "transfer was cut (the server announced no length). Nothing was saved, try again"
+        )
+    raise ValueError(
+        f"the download of {url} ({received} bytes) {problem}; it was refused and not saved"
+    )
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6
+_PICKLE_PROTO = b"\x80"  # the legacy torch.save format starts with a pickle
+
+
+def _checkpoint_problem(path: Path, *, thorough: bool) -> str | None:
+    """What makes ``path`` unreadable as a PyTorch checkpoint, or ``None`` if nothing.
+
+    A zip checkpoint is complete when its central directory (the archive's last bytes) is
+    there; that is cheap to check. A legacy file is only checked with ``thorough`` (a
+    full ``torch.load``).
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "is empty (0 bytes)"
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path):
+                pass
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            return f"is a zip archive whose end is missing or damaged ({err})"
+        return None
+    if head.startswith(_PICKLE_PROTO):
+        if thorough:
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # noqa: BLE001 - whatever torch.load says, it is unreadable
+                return f"is not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
+        return None
+    return f"is not a PyTorch checkpoint (it starts with {head!r})"
 
 
 def strip_prefixes(
@@ -470,7 +578,8 @@ def load_state_dict(
 
     Raises:
         ValueError: neither an existing file nor a registry name (the message lists the
-            names), or the file holds no state dict.
+            names), a file that is empty, truncated or not a PyTorch checkpoint (the
+            message names the file), or a checkpoint that holds no state dict.
     """
     if isinstance(name_or_path, WeightsEntry) or str(name_or_path) in REGISTRY:
         entry = name_or_path if isinstance(name_or_path, WeightsEntry) else REGISTRY[name_or_path]
@@ -482,8 +591,20 @@ def load_state_dict(
                 f"{str(name_or_path)!r} is neither an existing file nor a registered name; "
                 f"expected a path or one of {sorted(REGISTRY)}"
             )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    return unwrap_checkpoint(checkpoint, checkpoint_key=checkpoint_key)
+    problem = _checkpoint_problem(path, thorough=False)
+    if problem is not None:
+        raise ValueError(f"cannot load {path}: the file {problem}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch.load's errors do not name the file
+        raise ValueError(
+            f"cannot load {path} as a PyTorch checkpoint ({type(err).__name__}: {err}); "
+            "is it truncated, or not a weights file?"
+        ) from err
+    try:
+        return unwrap_checkpoint(checkpoint, checkpoint_key=checkpoint_key)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def _listing(title: str, keys: list[str], limit: int = 20) -> str:

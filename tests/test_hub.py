@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
+import time
 import urllib.error
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -92,16 +94,27 @@ def checkpoint_bytes(obj: object) -> bytes:
 
 
 class Server:
-    """A loopback HTTP server; ``routes[path] = (body, announced Content-Length)``."""
+    """A loopback HTTP server; ``routes[path] = (body, announced Content-Length)``.
+
+    ``raw[path] = write`` answers that path with ``write(wfile)``: raw bytes, for
+    responses a well-behaved server would not send (cut chunks, no length, stalls).
+    """
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[bytes, int]] = {}
+        self.raw: dict[str, Callable[[io.BufferedIOBase], None]] = {}
         self.hits: dict[str, int] = {}
-        routes, hits = self.routes, self.hits
+        self.release = threading.Event()  # set at teardown: stalled handlers return
+        routes, raw, hits = self.routes, self.raw, self.hits
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 hits[self.path] = hits.get(self.path, 0) + 1
+                if self.path in raw:
+                    raw[self.path](self.wfile)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 if self.path not in routes:
                     self.send_error(404)
                     return
@@ -136,6 +149,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     srv = Server()
     srv.thread.start()
     yield srv
+    srv.release.set()
     srv.httpd.shutdown()
     srv.httpd.server_close()
     srv.thread.join(timeout=5)
@@ -305,3 +319,139 @@ def test_strip_prefixes_only_strips_leading() -> None:
     t = torch.zeros(1)
     out = hub.strip_prefixes({"module.backbone.a": t, "blocks.module.b": t})
     assert set(out) == {"a", "blocks.module.b"}
+
+
+# --------------------------------------------------------------------------- cut, stalled, not a checkpoint
+
+
+def no_length(body: bytes) -> Callable[[io.BufferedIOBase], None]:
+    """HTTP/1.0 without Content-Length: the body ends where the server hangs up."""
+
+    def write(wfile: io.BufferedIOBase) -> None:
+        wfile.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n" + body)
+
+    return write
+
+
+def test_unverified_download_cut_without_content_length_is_not_cached(
+    server: Server, cache: Path
+) -> None:
+    data = checkpoint_bytes(official_vit_state_dict())
+    server.raw["/cut.pth"] = no_length(data[: len(data) // 2])
+    url = server.url("/cut.pth")
+    with pytest.raises(hub.IncompleteDownloadError, match=f"{url} ended after {len(data) // 2}"):
+        hub.download(url, cache_dir=cache, verify=False, progress=False)
+    assert list(cache.iterdir()) == []  # neither the file nor a .part
+    # The complete file, still without a length, is accepted and loads.
+    server.raw["/cut.pth"] = no_length(data)
+    path = hub.download(url, cache_dir=cache, verify=False, progress=False)
+    assert path.read_bytes() == data
+    assert hub.load_state_dict(path).keys() == official_vit_state_dict().keys()
+
+
+def test_unverified_legacy_format_checkpoint(server: Server, cache: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(official_vit_state_dict(), buf, _use_new_zipfile_serialization=False)
+    data = buf.getvalue()
+    server.raw["/old.pth"] = no_length(data[:-100])
+    with pytest.raises(ValueError, match="is not a readable PyTorch checkpoint"):
+        hub.download(server.url("/old.pth"), cache_dir=cache, verify=False, progress=False)
+    assert list(cache.iterdir()) == []
+    server.raw["/old.pth"] = no_length(data)
+    path = hub.download(server.url("/old.pth"), cache_dir=cache, verify=False, progress=False)
+    assert hub.load_state_dict(path).keys() == official_vit_state_dict().keys()
+
+
+def test_cut_chunked_transfer_is_an_incomplete_download(server: Server, cache: Path) -> None:
+    def write(wfile: io.BufferedIOBase) -> None:
+        wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        wfile.write(b"400\r\n" + b"x" * 1024 + b"\r\n")  # one 1 KiB chunk, then hang up
+
+    server.raw["/chunked.pth"] = write
+    url = server.url("/chunked.pth")
+    with pytest.raises(hub.IncompleteDownloadError, match=f"download of {url} was cut"):
+        hub.download(url, cache_dir=cache, sha256="0" * 64, progress=False)
+    assert list(cache.iterdir()) == []
+
+
+def test_stalled_server_names_the_url(server: Server, cache: Path) -> None:
+    def stall_mid_body(wfile: io.BufferedIOBase) -> None:
+        wfile.write(b"HTTP/1.0 200 OK\r\nContent-Length: 4096\r\n\r\n" + b"PK" * 100)
+        wfile.flush()
+        server.release.wait(10)
+
+    def never_answer(wfile: io.BufferedIOBase) -> None:
+        server.release.wait(10)
+
+    server.raw["/slow.pth"] = stall_mid_body
+    server.raw["/silent.pth"] = never_answer
+    slow, silent = server.url("/slow.pth"), server.url("/silent.pth")
+    with pytest.raises(TimeoutError, match=f"server of {slow} sent nothing for 0.3 s after"):
+        hub.download(slow, cache_dir=cache, verify=False, progress=False, timeout=0.3)
+    with pytest.raises(TimeoutError, match=f"server of {silent} sent nothing .* before answering"):
+        hub.download(silent, cache_dir=cache, verify=False, progress=False, timeout=0.3)
+    assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (b"", r"is empty \(0 bytes\)"),
+        (b"<html>404 Not Found</html>", r"is not a PyTorch checkpoint \(it starts with b'<html>4"),
+    ],
+)
+def test_unverified_empty_or_foreign_file_is_refused(
+    server: Server, cache: Path, body: bytes, message: str
+) -> None:
+    url = server.serve("/w.pth", body)
+    with pytest.raises(ValueError, match=f"download of {url} .*{message}"):
+        hub.download(url, cache_dir=cache, verify=False, progress=False)
+    assert list(cache.iterdir()) == []
+
+
+def test_truncated_cached_file_is_discarded_and_downloaded_again(
+    server: Server, cache: Path
+) -> None:
+    data = checkpoint_bytes(official_vit_state_dict())
+    cache.mkdir()
+    (cache / "w.pth").write_bytes(data[:1000])  # what an older version could leave behind
+    url = server.serve("/w.pth", data)
+    with pytest.warns(UserWarning, match="whose end is missing.*discarding it"):
+        path = hub.download(url, cache_dir=cache, verify=False, progress=False)
+    assert path.read_bytes() == data and server.hits["/w.pth"] == 1
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", r"is empty"),
+        (b"not a checkpoint at all", r"is not a PyTorch checkpoint"),
+        (None, r"is a zip archive whose end is missing"),  # a truncated torch.save file
+        (b"\x80\x02}q\x00(X", r"as a PyTorch checkpoint \(.*is it truncated"),  # cut pickle
+    ],
+)
+def test_unreadable_local_files_are_named(tmp_path: Path, content, message) -> None:
+    path = tmp_path / "weights.pth"
+    if content is None:
+        content = checkpoint_bytes(official_vit_state_dict())[:-50]
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"cannot load {path}.*{message}"):
+        hub.load_state_dict(path)
+    torch.save([1, 2, 3], path)  # a checkpoint, but no state dict in it
+    with pytest.raises(ValueError, match=f"{path}: expected a dict checkpoint, got list"):
+        hub.load_state_dict(path)
+
+
+def test_stale_part_files_are_removed(server: Server, cache: Path) -> None:
+    data = b"abc"
+    cache.mkdir()
+    stale, live = cache / ".x.bin.dead1.part", cache / ".x.bin.live2.part"
+    other = cache / ".y.bin.dead3.part"  # another file's part: not ours to judge
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    hub.download(server.serve("/x.bin", data), cache_dir=cache, sha256=sha(data), progress=False)
+    assert not stale.exists()
+    assert live.exists() and other.exists()  # a download that may still be running
