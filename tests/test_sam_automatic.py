@@ -256,3 +256,41 @@ def test_generator_filters_and_small_region_removal(models, image):
         for mode in ("holes", "islands"):
             _, changed = remove_small_regions(r["segmentation"], 40, mode)
             assert not changed or r["area"] < 40
+
+
+# --------------------------------------------------------------------------- bad input, issue 13
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(pred_iou_thresh=float("nan")), r"pred_iou_thresh must be a number >= 0"),
+        (dict(pred_iou_thresh=-0.1), r"pred_iou_thresh must be a number >= 0"),
+        (dict(pred_iou_thresh=float("inf")), r"pred_iou_thresh must be finite"),
+        (dict(stability_score_thresh=float("nan")), r"stability_score_thresh .* in \[0, 1\]"),
+        (dict(stability_score_thresh=1.5), r"stability_score_thresh .* in \[0, 1\], got 1.5"),
+        (dict(stability_score_thresh=-1), r"stability_score_thresh"),
+        (dict(box_nms_thresh=1.2), r"box_nms_thresh must be a number in \[0, 1\]"),
+        (dict(box_nms_thresh=float("nan")), r"box_nms_thresh"),
+        (dict(stability_score_offset=-1.0), r"stability_score_offset must be a number >= 0"),
+        (dict(stability_score_offset=float("nan")), r"stability_score_offset"),
+        (dict(min_mask_region_area=-5), r"min_mask_region_area must be a number >= 0"),
+        (dict(points_per_side=2.5), r"points_per_side must be an integer >= 1, got 2.5"),
+        (dict(points_per_side=0), r"points_per_side must be an integer >= 1, got 0"),
+        (dict(points_per_batch=True), r"points_per_batch must be an integer >= 1, got True"),
+        (dict(pred_iou_thresh="0.5"), r"pred_iou_thresh must be a number"),
+    ],
+)
+def test_generator_settings_are_validated(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AutomaticMaskGenerator(build_sam("vit_tiny_shapes"), **kwargs)
+
+
+def test_generator_accepts_numpy_numbers():
+    gen = AutomaticMaskGenerator(
+        build_sam("vit_tiny_shapes"),
+        points_per_side=np.int64(3),
+        points_per_batch=np.int32(4),
+        pred_iou_thresh=np.float32(0.5),
+    )
+    assert gen.point_grid.shape == (9, 2)

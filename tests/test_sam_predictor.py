@@ -212,3 +212,67 @@ def test_cached_embedding_can_train_the_decoder(image):
     (low_res.mean() + iou.mean()).backward()
     assert sam.mask_decoder.iou_token.weight.grad is not None
     assert sam.image_encoder.patch_embed.proj.weight.grad is None  # the embedding is cached
+
+
+# --------------------------------------------------------------------------- bad input, issue 13
+
+
+@pytest.mark.parametrize(
+    ("prompt", "match"),
+    [
+        (dict(point_coords=np.array([[10, 10]]), point_labels=np.array([0.5])), r"got \[0.5\]"),
+        (dict(point_coords=np.array([[10, 10]]), point_labels=np.array([0.999])), "got"),
+        (dict(point_coords=np.zeros((0, 2)), point_labels=np.zeros(0)), "empty prompt"),
+        (dict(point_coords=np.zeros((1, 0, 2)), point_labels=np.zeros((1, 0))), "empty prompt"),
+        (dict(point_coords=np.array([[np.nan, 10]]), point_labels=np.array([1])), "NaN or inf"),
+        (dict(box=np.array([10, 10, np.inf, 40])), "boxes has NaN or inf"),
+        (dict(point_coords=np.array([[10, 10]]), point_labels=np.array(["1"])), "numbers"),
+        (dict(mask_input=np.full((1, 64, 64), np.nan)), "mask_input has NaN"),
+    ],
+)
+def test_bad_prompts_are_refused_not_cast(predictors, prompt, match):
+    with pytest.raises(ValueError, match=match):
+        predictors[1].predict(**prompt)
+
+
+def test_float_labels_zero_and_one_are_the_integer_labels(predictors):
+    ours = predictors[1]
+    coords = np.array([[50, 40], [100, 80]])
+    as_int = ours.predict(point_coords=coords, point_labels=np.array([1, 0]))
+    as_float = ours.predict(point_coords=coords, point_labels=np.array([1.0, 0.0]))
+    for a, b in zip(as_int, as_float, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_zero_points_next_to_a_box_are_no_points(predictors):
+    ours = predictors[1]
+    box = np.array([20, 15, 80, 70])
+    alone = ours.predict(box=box, multimask_output=False)
+    with_none = ours.predict(
+        point_coords=np.zeros((0, 2)), point_labels=np.zeros(0), box=box, multimask_output=False
+    )
+    for a, b in zip(alone, with_none, strict=True):
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="empty prompt"):
+        ours.predict_torch(point_coords=torch.zeros(2, 0, 2), point_labels=torch.zeros(2, 0))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_image_tensor_is_refused(predictors, value):
+    image = torch.rand(3, H, W)
+    image[1, 5, 7] = value
+    predictor = SamPredictor(predictors[1].model)
+    with pytest.raises(ValueError, match="1 non-finite values"):
+        predictor.set_image(image)
+    assert not predictor.is_image_set
+
+
+def test_one_pixel_high_images(predictors):
+    predictor = SamPredictor(predictors[1].model)  # img_size 128
+    predictor.set_image(np.full((1, 200, 3), 90, dtype=np.uint8))  # resizes to 1 x 128
+    masks, _, _ = predictor.predict(point_coords=np.array([[100, 0.5]]), point_labels=[1])
+    assert masks.shape == (3, 1, 200)
+    with pytest.raises(ValueError, match=r"1 x 300 pixels is too thin.*at most 255 times"):
+        predictor.set_image(np.full((1, 300, 3), 90, dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"300 x 1 pixels is too thin"):
+        predictor.set_image(torch.zeros(3, 300, 1))

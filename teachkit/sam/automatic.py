@@ -23,6 +23,8 @@ instead of run-length encodings.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +52,7 @@ def build_point_grid(n_per_side: int) -> np.ndarray:
 
     Row-major: X varies fastest. Multiply by ``(W, H)`` to get pixels.
     """
-    if n_per_side < 1:
-        raise ValueError(f"points_per_side must be >= 1, got {n_per_side}")
+    _check_count("points_per_side", n_per_side)
     offset = 1 / (2 * n_per_side)
     side = np.linspace(offset, 1 - offset, n_per_side)
     xs, ys = np.meshgrid(side, side)  # both n x n, xs varies along columns
@@ -160,6 +161,22 @@ def remove_small_regions(
     return np.isin(regions, keep), True
 
 
+def _check_count(name: str, value: object) -> None:
+    """Raise unless ``value`` is an integer >= 1 (numpy integers too, bools not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_number(name: str, value: object, low: float, high: float = math.inf) -> None:
+    """Raise unless ``value`` is a real number in ``[low, high]`` (NaN never is)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or not low <= value <= high:
+        bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g} and finite"
+        raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+
+
 @dataclass
 class _Masks:
     """Candidate masks and their bookkeeping, all with the same leading length K."""
@@ -192,13 +209,20 @@ class AutomaticMaskGenerator:
         points_per_batch: clicks decoded together; higher is faster but holds
             ``3 * points_per_batch`` float logit maps of the full image size in memory
             (64 clicks on a 1024 x 1024 image: about 0.8 GB).
-        pred_iou_thresh: keep masks whose predicted IoU is above this (0 disables).
+        pred_iou_thresh: keep masks whose predicted IoU is above this (0 disables);
+            ``>= 0`` and finite. Not capped at 1: the IoU head is a regression that can
+            predict more, and a huge value is a way to keep nothing.
         stability_score_thresh: keep masks with a stability score at least this
-            (0 disables).
-        stability_score_offset: the logit shift of the stability score.
-        box_nms_thresh: box IoU above which the lower-scored of two masks is dropped.
+            (0 disables); in ``[0, 1]``.
+        stability_score_offset: the logit shift of the stability score, ``>= 0``.
+        box_nms_thresh: box IoU above which the lower-scored of two masks is dropped;
+            in ``[0, 1]``.
         min_mask_region_area: if > 0, fill holes and remove islands smaller than this
             many pixels.
+
+    Raises:
+        ValueError: a count that is not an integer >= 1, or a threshold that is NaN,
+            infinite or outside its range (the message names it).
     """
 
     def __init__(
@@ -213,8 +237,12 @@ class AutomaticMaskGenerator:
         box_nms_thresh: float = 0.7,
         min_mask_region_area: int = 0,
     ) -> None:
-        if points_per_batch < 1:
-            raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
+        _check_count("points_per_batch", points_per_batch)
+        _check_number("pred_iou_thresh", pred_iou_thresh, 0.0)
+        _check_number("stability_score_thresh", stability_score_thresh, 0.0, 1.0)
+        _check_number("stability_score_offset", stability_score_offset, 0.0)
+        _check_number("box_nms_thresh", box_nms_thresh, 0.0, 1.0)
+        _check_number("min_mask_region_area", min_mask_region_area, 0.0)
         self.predictor = SamPredictor(model)
         self.point_grid = build_point_grid(points_per_side)
         self.points_per_batch = points_per_batch

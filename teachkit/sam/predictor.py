@@ -24,22 +24,33 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from teachkit.sam.model import Sam, resize_boxes, resize_coords, resize_longest_side
+from teachkit.sam.model import (
+    Sam,
+    preprocess_shape,
+    resize_boxes,
+    resize_coords,
+    resize_longest_side,
+)
 
 __all__ = ["SamPredictor"]
 
 
 def _batch_of_one(
-    x: np.ndarray | None, ndim: int, last: int | None, dtype: torch.dtype, what: str
+    x: np.ndarray | None, ndim: int, last: int | None, dtype: torch.dtype | None, what: str
 ) -> torch.Tensor | None:
     """A numpy prompt as a tensor with a leading batch axis B = 1.
 
     Accepts the prompt with or without that axis; raises ``ValueError(f"{what}, got
-    shape ...")`` when the rank or the size of the last axis is wrong.
+    shape ...")`` when the rank or the size of the last axis is wrong, and a ValueError
+    for anything but numbers. ``dtype=None`` keeps the numbers' own type (labels are
+    checked, not cast: a label 0.5 must not become 0).
     """
     if x is None:
         return None
-    t = torch.as_tensor(np.asarray(x), dtype=dtype)
+    array = np.asarray(x)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{what}, got {array.dtype} values (numbers expected)")
+    t = torch.as_tensor(array, dtype=dtype)
     if t.ndim == ndim - 1:
         t = t[None]
     if t.ndim != ndim or t.shape[0] != 1 or (last is not None and t.shape[-1] != last):
@@ -63,6 +74,9 @@ def _as_rgb_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
         if image.dtype == torch.uint8:
             pixels = image
         elif image.is_floating_point():
+            if image.numel() and not torch.isfinite(image).all():
+                bad = int((~torch.isfinite(image)).sum())
+                raise ValueError(f"the image tensor has {bad} non-finite values (NaN or inf)")
             lo, hi = float(image.min()), float(image.max())
             if lo < 0.0 or hi > 1.0:
                 raise ValueError(
@@ -124,9 +138,19 @@ class SamPredictor:
                 uint8 (0..255) or float in ``[0, 1]``.
 
         Raises:
-            ValueError: wrong type, shape, dtype or value range (the message says which).
+            ValueError: wrong type, shape, dtype or value range, NaN or inf values, or an
+                image so thin that its short side would resize to 0 pixels (the message
+                says which).
         """
         rgb = _as_rgb_uint8(image)
+        h, w = rgb.shape[:2]
+        if min(preprocess_shape(h, w, self.model.img_size)) < 1:
+            long_side = self.model.img_size
+            raise ValueError(
+                f"the image of {h} x {w} pixels is too thin: resized so its long side is "
+                f"{long_side} (the model's input), its short side would be 0 pixels. Pad it "
+                f"so the long side is at most {2 * long_side - 1} times the short side"
+            )
         resized = resize_longest_side(rgb, self.model.img_size)
         pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()
         with torch.no_grad():
@@ -171,7 +195,7 @@ class SamPredictor:
         self._require_image()
 
         coords = _batch_of_one(point_coords, 3, 2, torch.float64, "point_coords must be N x 2")
-        labels = _batch_of_one(point_labels, 2, None, torch.int64, "point_labels must be length N")
+        labels = _batch_of_one(point_labels, 2, None, None, "point_labels must be length N")
         boxes = _batch_of_one(box, 2, 4, torch.float64, "box must be 4 numbers XYXY (or 1 x 4)")
         masks_in = _batch_of_one(mask_input, 4, None, torch.float32, "mask_input must be 1 x h x w")
         masks, ious, low_res = self.predict_torch(
@@ -213,19 +237,23 @@ class SamPredictor:
 
         Raises:
             RuntimeError: no image set (call ``set_image`` first).
-            ValueError: no prompt at all; points without labels (or the reverse); a
-                different number of points and labels; labels other than 0/1;
-                coordinates outside the image; a box with x1 < x0 or y1 < y0; a mask
-                of the wrong size; prompts with different batch sizes.
+            ValueError: no prompt at all (zero points count as none); points without
+                labels (or the reverse); a different number of points and labels; labels
+                other than 0/1 (a float label must be exactly 0.0 or 1.0); NaN or inf
+                coordinates, boxes or mask logits; coordinates outside the image; a box
+                with x1 < x0 or y1 < y0; a mask of the wrong size; prompts with different
+                batch sizes.
         """
         self._require_image()
         self._check_prompts(point_coords, point_labels, boxes, mask_input)
+        if point_coords is not None and point_coords.shape[1] == 0:
+            point_coords = point_labels = None  # zero points: the other prompts decide
         long_side = self.model.img_size
         if point_coords is not None:
             point_coords = resize_coords(
                 point_coords.to(self.device), self.original_size, long_side
             )
-            point_labels = point_labels.to(self.device)
+            point_labels = point_labels.to(self.device, torch.int64)
         if boxes is not None:
             boxes = resize_boxes(boxes.to(self.device), self.original_size, long_side)
         if mask_input is not None:
@@ -256,14 +284,30 @@ class SamPredictor:
         mask_input: torch.Tensor | None,
     ) -> None:
         """Raise a ValueError that names the problem with a prompt (see predict_torch)."""
-        if point_coords is None and point_labels is None and boxes is None and mask_input is None:
+        no_points = point_coords is None or (
+            isinstance(point_coords, torch.Tensor)
+            and point_coords.ndim == 3
+            and point_coords.shape[1] == 0
+        )
+        if no_points and boxes is None and mask_input is None:
             raise ValueError(
-                "empty prompt: give point_coords with point_labels, a box, or a mask_input"
+                "empty prompt: give point_coords with point_labels (at least one point), "
+                "a box, or a mask_input"
             )
         h, w = self.original_size
         batch_sizes = {}
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")
+        for name, t in (
+            ("point_coords", point_coords),
+            ("point_labels", point_labels),
+            ("boxes", boxes),
+            ("mask_input", mask_input),
+        ):
+            if t is not None and not isinstance(t, torch.Tensor):
+                raise ValueError(f"{name} must be a torch tensor, got {type(t).__name__}")
+            if t is not None and t.is_floating_point() and not torch.isfinite(t).all():
+                raise ValueError(f"{name} has NaN or inf values")
         if point_coords is not None:
             if point_coords.ndim != 3 or point_coords.shape[-1] != 2:
                 raise ValueError(f"point_coords must be B x N x 2, got {tuple(point_coords.shape)}")
