@@ -1,7 +1,8 @@
-"""Command-line training of the course's baseline models on the shapes dataset.
+"""Command-line training of the course's baseline models on a procedural dataset.
 
-``python -m teachkit.train autoencoder|contrastive|supervised ...`` trains one model,
-measures it on the fixed shapes splits (train 5,000 / test 1,000, seed 0), writes
+``python -m teachkit.train autoencoder|contrastive|supervised ...`` trains one model on
+``--dataset`` (shapes or critters), measures it on that dataset's fixed splits (train
+5,000 / test 1,000, seed 0), writes
 ``model.pt`` and ``metrics.json`` into ``--out``, and with ``--ship NAME`` also writes
 the checkpoint and its model card into :mod:`teachkit.pretrained`.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from teachkit.data.shapes import ShapesStream, shapes_splits
+from teachkit.data.datasets import PROCEDURAL, procedural_splits, procedural_stream
 from teachkit.knn import extract_features, knn_accuracy
 from teachkit.pretrained import ModelCard, save_shipped
 from teachkit.profiles import pick_device, seed_everything
@@ -47,6 +48,9 @@ def _common(p: argparse.ArgumentParser, steps: int) -> None:
     p.add_argument("--seed", type=int, default=0, help="Seed of weights and data stream.")
     p.add_argument("--device", default=None, help="cpu, cuda, mps; default: the best one.")
     p.add_argument("--out", type=Path, required=True, help="Folder for model.pt, metrics.json.")
+    p.add_argument("--dataset", choices=PROCEDURAL, default="shapes",
+                   help="Procedural training data: shapes (only the silhouette carries the "
+                   "class) or critters (classes with natural-image statistics).")
     p.add_argument("--ship", default=None, metavar="NAME",
                    help="Also write NAME.pt and its model card into teachkit/pretrained.")
 
@@ -76,12 +80,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_supervised)
 
 
-def _split(shortcuts: bool = False):
-    return shapes_splits(5000, 1000, seed=0, shortcuts=shortcuts)
+def _split(dataset: str, shortcuts: bool = False):
+    return procedural_splits(dataset, 5000, 1000, seed=0, shortcuts=shortcuts)
 
 
-def _knn(model, preprocess=None, shortcuts: bool = False) -> float:
-    train, test = _split(shortcuts)
+def _knn(model, dataset: str, preprocess=None, shortcuts: bool = False) -> float:
+    train, test = _split(dataset, shortcuts)
     kw = dict(progress=False, preprocess=preprocess)
     bank = extract_features(model, train.images, **kw)
     queries = extract_features(model, test.images, **kw)
@@ -98,9 +102,9 @@ def _finish(args, model, description: str, results: dict, losses: list[float], s
         description=description,
         command="python -m teachkit.train " + " ".join(sys.argv[1:]),
         seed=args.seed,
-        data=f"shapes stream (fresh 32x32 images, batch {args.batch_size}"
+        data=f"{args.dataset} stream (fresh 32x32 images, batch {args.batch_size}"
         f"{', shortcuts=True' if getattr(args, 'shortcuts', False) else ''}); evaluated on "
-        "shapes_splits(5000, 1000, seed=0)",
+        f"{args.dataset}_splits(5000, 1000, seed=0)",
         hardware=hardware_name(device),
         wall_time_s=round(time.perf_counter() - start, 1),
         results={k: round(v, 2) for k, v in results.items()},
@@ -120,9 +124,10 @@ def _run_autoencoder(args) -> None:
     device = pick_device(args.device)
     start = time.perf_counter()
     model = ConvAutoencoder(resolution=32, code_dim=args.code_dim)
-    stream = ShapesStream(args.batch_size, seed=args.seed, device=device)
+    stream = procedural_stream(args.dataset, args.batch_size, seed=args.seed, device=device)
     losses = train_autoencoder(model, stream, steps=args.steps, lr=args.lr, device=device)
-    knn = _knn(torch.nn.Sequential(model.encoder), preprocess=lambda x: x.float() / 255)
+    knn = _knn(torch.nn.Sequential(model.encoder), args.dataset,
+               preprocess=lambda x: x.float() / 255)
     _finish(args, model, "Convolutional autoencoder (Chapter 1), code of 128 numbers.",
             {"knn_top1_percent": knn, "final_mse": sum(losses[-50:]) / len(losses[-50:])},
             losses, start, device)
@@ -140,14 +145,15 @@ def _run_contrastive(args) -> None:
     model = ContrastiveModel(small_cnn(width=32, embed_dim=128))
     augment = BatchedMultiCrop(MultiCropConfig(local_crops_number=0, global_crops_scale=(0.3, 1.0)))
     shortcuts = getattr(args, "shortcuts", False)
-    stream = ShapesStream(args.batch_size, seed=args.seed, device=device, shortcuts=shortcuts)
+    stream = procedural_stream(args.dataset, args.batch_size, seed=args.seed, device=device,
+                               shortcuts=shortcuts)
     losses = train_contrastive(model, stream, augment, steps=args.steps, lr=args.lr,
                                temperature=args.temperature, device=device, seed=args.seed)
     model.cpu()
-    results = {"knn_top1_percent": _knn(model)}  # on the default shapes, always
+    results = {"knn_top1_percent": _knn(model, args.dataset)}  # without shortcuts, always
     description = "Two-view contrastive model (Chapter 1), small CNN backbone."
     if shortcuts:
-        results["shortcuts_knn_top1_percent"] = _knn(model, shortcuts=True)
+        results["shortcuts_knn_top1_percent"] = _knn(model, args.dataset, shortcuts=True)
         description = ("Two-view contrastive model trained on shapes with shortcuts=True "
                        "(Chapter 3); knn_top1_percent is measured on the default shapes.")
     _finish(args, model, description, results, losses, start, device)
@@ -160,14 +166,14 @@ def _run_supervised(args) -> None:
     device = pick_device(args.device)
     start = time.perf_counter()
     model = Classifier(_backbone(args.arch, args.patch_size, args.conv_stem), num_classes=10)
-    stream = ShapesStream(args.batch_size, seed=args.seed, device=device)
+    stream = procedural_stream(args.dataset, args.batch_size, seed=args.seed, device=device)
     losses = train_supervised(model, stream, steps=args.steps, lr=args.lr, device=device)
     model.cpu()
-    _, test = _split()
+    _, test = _split(args.dataset)
     results = {"test_accuracy_percent": accuracy(model, test.images, test.labels),
-               "knn_top1_percent": _knn(model.backbone)}
-    _finish(args, model, f"{args.arch} trained with labels on shapes.", results, losses, start,
-            device)
+               "knn_top1_percent": _knn(model.backbone, args.dataset)}
+    _finish(args, model, f"{args.arch} trained with labels on {args.dataset}.", results, losses,
+            start, device)
 
 
 def _backbone(arch: str, patch_size: int, conv_stem: bool = False) -> torch.nn.Module:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from teachkit import distributed as dist
+from teachkit.data.datasets import DATASETS, PROCEDURAL, make_procedural, procedural_stream
 
 __all__ = ["PRESETS", "COMMANDS", "build_parser", "dino_config_from_args", "main"]
 
@@ -138,10 +139,12 @@ def add_dino_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--dataset",
-        choices=["shapes", "cifar10"],
+        choices=["shapes", "critters", "cifar10"],
         default=None,
-        help="shapes: endless procedural stream (offline); cifar10: the 50k "
-        "training images (needs --data-root or --download)",
+        help="critters: endless procedural stream whose classes have natural-image "
+        "statistics (offline; the quick profile's DINO data); shapes: procedural shapes, "
+        "where only the silhouette carries the class (Chapter 3's shortcut lesson); "
+        "cifar10: the 50k training images (needs --data-root or --download)",
     )
     run.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py")
     run.add_argument("--download", action="store_true", help="download CIFAR-10 if missing")
@@ -229,21 +232,21 @@ def _dino_data(args: argparse.Namespace, cfg) -> tuple[Any, tuple | None]:
     dataset = _resolved(args, "dataset")
     n_train, n_test = _resolved(args, "knn_train"), _resolved(args, "knn_test")
     size = cfg.crops.global_size
-    if dataset == "shapes":
-        from teachkit.data.shapes import ShapesStream, make_shapes
-
+    if dataset in PROCEDURAL:
         rank, world = dist.rank(), dist.world_size()
         # drawn where training runs: no host-to-device copy, no loader bottleneck
-        data = ShapesStream(
+        data = procedural_stream(
+            dataset,
             cfg.batch_size,
             resolution=size,
             seed=cfg.seed * world + rank,
             device=dist.device_for_process(cfg.device),
             shortcuts=args.shortcuts,
         )
+        # the monitor's images: other seeds than the splits the model cards are measured on
         kw = dict(resolution=size, shortcuts=args.shortcuts)
-        bank = make_shapes(n_train or 5000, seed=10_000 + cfg.seed, **kw)
-        queries = make_shapes(n_test or 1000, seed=20_000 + cfg.seed, **kw)
+        bank = make_procedural(dataset, n_train or 5000, seed=10_000 + cfg.seed, **kw)
+        queries = make_procedural(dataset, n_test or 1000, seed=20_000 + cfg.seed, **kw)
         eval_data = (bank.images, bank.labels, queries.images, queries.labels)
     elif dataset == "cifar10":
         from teachkit.data.cifar import load_cifar10
@@ -258,13 +261,13 @@ def _dino_data(args: argparse.Namespace, cfg) -> tuple[Any, tuple | None]:
         n_train, n_test = n_train or len(images), n_test or len(test_images)
         eval_data = (images[:n_train], labels[:n_train], test_images[:n_test], test_labels[:n_test])
     else:
-        raise ValueError(f"unknown dataset {dataset!r}; expected 'shapes' or 'cifar10'")
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
     return data, (None if args.no_eval else eval_data)
 
 
 def run_dino(args: argparse.Namespace) -> int:
     from teachkit.baselines import hardware_name
-    from teachkit.dino.trainer import train_dino
+    from teachkit.dino.trainer import NonFiniteLossError, UniformCollapseError, train_dino
 
     dist.init_distributed()
     try:
@@ -278,9 +281,13 @@ def run_dino(args: argparse.Namespace) -> int:
             "knn_test": _resolved(args, "knn_test"),
             "hardware": hardware_name(dist.device_for_process(cfg.device)),
         }
-        history = train_dino(
-            cfg, data, eval_data=eval_data, progress=not args.no_progress, run_info=run_info
-        )
+        try:
+            history = train_dino(
+                cfg, data, eval_data=eval_data, progress=not args.no_progress, run_info=run_info
+            )
+        except (UniformCollapseError, NonFiniteLossError) as err:
+            print(f"python -m teachkit.train dino: error: {err}", file=sys.stderr)
+            return 1
         if dist.is_main_process():
             loss = history.steps[-1]["loss"] if history.steps else float("nan")
             print(

@@ -1,4 +1,10 @@
-"""Datasets by name, as the profiles name them: ``"shapes"`` (quick) and ``"cifar10"`` (full)."""
+"""Datasets by name: the procedural ``"shapes"`` and ``"critters"`` (offline, the quick
+profile) and ``"cifar10"`` (the full profile).
+
+The procedural datasets share one interface: fixed seeded splits
+(:func:`procedural_splits`) and an endless resumable stream (:func:`procedural_stream`),
+so the trainers and the model cards name a dataset instead of importing its module.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,95 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["DATASETS", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "PROCEDURAL",
+    "load_dataset",
+    "make_procedural",
+    "procedural_splits",
+    "procedural_stream",
+]
 
-DATASETS: tuple[str, ...] = ("shapes", "cifar10")
+DATASETS: tuple[str, ...] = ("shapes", "critters", "cifar10")
+#: The datasets drawn offline from a seed (quick profile).
+PROCEDURAL: tuple[str, ...] = ("shapes", "critters")
+
+
+def _check_procedural(name: str, shortcuts: bool) -> None:
+    if name not in PROCEDURAL:
+        raise ValueError(f"unknown procedural dataset {name!r}; expected one of {list(PROCEDURAL)}")
+    if shortcuts and name != "shapes":
+        raise ValueError(f"shortcuts=True exists for 'shapes' only, not for {name!r}")
+
+
+def make_procedural(
+    name: str, n: int, *, resolution: int = 32, seed: int = 0, shortcuts: bool = False
+):
+    """``n`` single-object images of a procedural dataset, deterministic from ``seed``.
+
+    Returns:
+        A :class:`~teachkit.data.shapes.ShapesBatch`: images (N, 3, H, W) uint8, labels
+        (N,), masks (N, H, W).
+    """
+    _check_procedural(name, shortcuts)
+    if name == "shapes":
+        from teachkit.data.shapes import make_shapes
+
+        return make_shapes(n, resolution=resolution, seed=seed, shortcuts=shortcuts)
+    from teachkit.data.critters import make_critters
+
+    return make_critters(n, resolution=resolution, seed=seed)
+
+
+def procedural_splits(
+    name: str,
+    n_train: int,
+    n_test: int,
+    *,
+    resolution: int = 32,
+    seed: int = 0,
+    shortcuts: bool = False,
+):
+    """Fixed train and test splits of a procedural dataset (they never share an image).
+
+    Returns:
+        Two :class:`~teachkit.data.shapes.ShapesBatch` (images, labels, masks).
+    """
+    _check_procedural(name, shortcuts)
+    if name == "shapes":
+        from teachkit.data.shapes import shapes_splits
+
+        return shapes_splits(n_train, n_test, resolution=resolution, seed=seed, shortcuts=shortcuts)
+    from teachkit.data.critters import critters_splits
+
+    return critters_splits(n_train, n_test, resolution=resolution, seed=seed)
+
+
+def procedural_stream(
+    name: str,
+    batch_size: int,
+    *,
+    resolution: int = 32,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    shortcuts: bool = False,
+):
+    """An endless, resumable stream of fresh batches of a procedural dataset.
+
+    Returns:
+        A :class:`~teachkit.data.shapes.ShapesStream` or
+        :class:`~teachkit.data.critters.CrittersStream`.
+    """
+    _check_procedural(name, shortcuts)
+    if name == "shapes":
+        from teachkit.data.shapes import ShapesStream
+
+        return ShapesStream(
+            batch_size, resolution=resolution, seed=seed, device=device, shortcuts=shortcuts
+        )
+    from teachkit.data.critters import CrittersStream
+
+    return CrittersStream(batch_size, resolution=resolution, seed=seed, device=device)
 
 
 def load_dataset(
@@ -23,7 +115,7 @@ def load_dataset(
     """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of a named dataset split.
 
     Args:
-        name: "shapes" (drawn offline; train 5,000 / test 1,000 unless ``n``) or
+        name: "shapes" or "critters" (drawn offline; train 5,000 / test 1,000 unless ``n``) or
             "cifar10" (50,000 / 10,000; the first ``n`` if given).
         train: the training split if True, else the test split.
         n: number of images (shapes: how many to draw; CIFAR-10: a prefix).
@@ -37,11 +129,9 @@ def load_dataset(
         raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
     if n is not None and n < 1:
         raise ValueError(f"n must be a positive integer or None, got {n!r}")
-    if name == "shapes":
-        from teachkit.data.shapes import shapes_splits
-
+    if name in PROCEDURAL:
         size = n or (5000 if train else 1000)
-        tr, te = shapes_splits(size if train else 1, 1 if train else size, seed=seed)
+        tr, te = procedural_splits(name, size if train else 1, 1 if train else size, seed=seed)
         split = tr if train else te
         return split.images, split.labels
     from teachkit.data.cifar import load_cifar10

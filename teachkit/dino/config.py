@@ -170,6 +170,12 @@ class DINOConfig:
         1, "Run the k-NN monitor every this many epochs (when eval_data is given)."
     )
     knn_k: int = _opt(20, "Neighbours of the k-NN monitor (20).")
+    collapse_guard: bool = _opt(
+        True,
+        "Stop with UniformCollapseError when, after the learning-rate warm-up, the teacher "
+        "entropy stays within 0.05 of ln K for a whole epoch (uniform collapse: every "
+        "image gets the same flat distribution). Turn off for the centering-only ablation.",
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.crops, dict):

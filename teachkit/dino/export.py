@@ -77,24 +77,26 @@ def evaluate_backbone(
     backbone: nn.Module,
     *,
     random_init: nn.Module | None = None,
+    dataset: str = "shapes",
     shortcuts: bool = False,
     n_train: int = 5000,
     n_test: int = 1000,
     resolution: int = 32,
     seed: int = 0,
 ) -> dict[str, float]:
-    """k-NN top-1 (%) of ``backbone``, ``random_init`` and raw pixels on a shapes split.
+    """k-NN top-1 (%) of ``backbone``, ``random_init`` and raw pixels on a fixed split.
 
-    The split is ``shapes_splits(n_train, n_test, seed=seed)`` (Chapters 1 and 3 use
-    seed 0). For a ViT (``get_last_selfattention``) the card also gets the attention
-    Jaccard (best head and merged heads) over the test images and their object masks.
+    The split is ``procedural_splits(dataset, n_train, n_test, seed=seed)`` of a procedural
+    dataset, ``"shapes"`` or ``"critters"`` (the chapters use seed 0). For a ViT
+    (``get_last_selfattention``) the card also gets the attention Jaccard (best head and
+    merged heads) over the test images and their object masks.
     """
     from teachkit.attention import attention_jaccard
-    from teachkit.data.shapes import shapes_splits
+    from teachkit.data.datasets import procedural_splits
     from teachkit.knn import extract_features, imagenet_preprocess, knn_accuracy, pixel_features
 
-    train, test = shapes_splits(
-        n_train, n_test, resolution=resolution, seed=seed, shortcuts=shortcuts
+    train, test = procedural_splits(
+        dataset, n_train, n_test, resolution=resolution, seed=seed, shortcuts=shortcuts
     )
 
     def knn(features) -> float:
@@ -146,7 +148,8 @@ def ship_run(
 
     ``command``, ``hardware`` and ``wall_time_s`` default to what the run recorded in
     ``metrics.json`` (runs started before the trainer recorded them must pass them).
-    The results are measured on ``shapes_splits(n_train, n_test, seed=0)``.
+    The results are measured on ``procedural_splits(dataset, n_train, n_test, seed=0)`` of
+    the dataset the run trained on (``metrics.json`` records it; shapes for older runs).
     """
     backbone, config, metrics = load_run(run_dir)
     run = metrics.get("run", {})
@@ -163,9 +166,11 @@ def ship_run(
     if missing:
         raise ValueError(f"{run_dir}/metrics.json does not record {missing}; pass them")
     shortcuts = bool(run.get("shortcuts", False))
+    dataset = run.get("dataset") or "shapes"
     results = evaluate_backbone(
         backbone,
         random_init=build_run_backbone(config),
+        dataset=dataset,
         shortcuts=shortcuts,
         n_train=n_train,
         n_test=n_test,
@@ -179,12 +184,11 @@ def ship_run(
     history.update(
         {f"epoch_{k}": [e.get(k) for e in epochs] for k in ("step", "knn_top1") if epochs}
     )
+    flag = ", shortcuts=True" if shortcuts else ""
     data = (
-        f"shapes stream (fresh {config.crops.global_size} px images"
-        f"{', shortcuts=True' if shortcuts else ''}), batch {config.batch_size}, "
-        f"{len(metrics.get('steps', []))} steps; evaluated on "
-        f"shapes_splits({n_train}, {n_test}, seed=0"
-        f"{', shortcuts=True' if shortcuts else ''})"
+        f"{dataset} stream (fresh {config.crops.global_size} px images{flag}), batch "
+        f"{config.batch_size}, {len(metrics.get('steps', []))} steps; evaluated on "
+        f"{dataset}_splits({n_train}, {n_test}, seed=0{flag})"
     )
     card = ModelCard(
         name=name,

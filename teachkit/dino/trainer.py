@@ -78,6 +78,7 @@ __all__ = [
     "History",
     "ImageBatches",
     "NonFiniteLossError",
+    "UniformCollapseError",
     "build_backbone",
     "train_dino",
 ]
@@ -89,6 +90,17 @@ Callback = Callable[[str, dict[str, float]], "bool | None"]
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and likely causes."""
+
+
+class UniformCollapseError(RuntimeError):
+    """The teacher's outputs stayed uniform for a whole epoch after the warm-up.
+
+    Raised after the checkpoint of that epoch is written; the message names the epoch,
+    the entropies and what to change (``DINOConfig.collapse_guard`` turns the check off).
+    """
+
+#: The teacher entropy counts as uniform within this distance of ln K.
+COLLAPSE_MARGIN = 0.05
 
 
 @dataclass
@@ -294,6 +306,7 @@ class _Run:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self._build_schedules()
         self.history = History()
+        self._collapse: str | None = None  # the message, once uniform collapse is seen
 
     # ---- setup ------------------------------------------------------------------------
     def _build_models(self, backbone: nn.Module | None) -> tuple[nn.Module, nn.Module]:
@@ -405,6 +418,8 @@ class _Run:
                     break
         self._write_metrics()
         self.history.student, self.history.teacher = self.student, self.teacher
+        if self._collapse is not None:
+            raise UniformCollapseError(self._collapse)
         return self.history
 
     def _step(self, step: int, images: Tensor) -> DINOLossOutput:
@@ -537,6 +552,7 @@ class _Run:
             record.update(self._knn_monitor())
             self._monitor_s += time.perf_counter() - monitor_start
         self.history.epochs.append(record)
+        self._collapse = self._collapse_message(epoch)
         if self.progress:
             knn = f", k-NN top-1 {record['knn_top1']:.1f} %" if "knn_top1" in record else ""
             last = self.history.steps[-1]
@@ -546,7 +562,29 @@ class _Run:
                 f"{last['teacher_entropy']:.2f}, batch entropy "
                 f"{last['batch_entropy']:.2f}{knn}"
             )
-        return self._callback("epoch", record)
+        return self._callback("epoch", record) or self._collapse is not None
+
+    def _collapse_message(self, epoch: int) -> str | None:
+        """The error message if the teacher entropy sat within COLLAPSE_MARGIN of ln K
+        over every step of ``epoch`` (an epoch after the warm-up); otherwise None."""
+        cfg = self.cfg
+        if not cfg.collapse_guard or epoch < cfg.warmup_epochs:
+            return None
+        entropies = [r["teacher_entropy"] for r in self.history.steps if r["epoch"] == epoch]
+        ln_k = math.log(cfg.out_dim)
+        if not entropies or min(entropies) < ln_k - COLLAPSE_MARGIN:
+            return None
+        where = f" The checkpoint of this epoch is in {cfg.out_dir}." if cfg.out_dir else ""
+        return (
+            f"uniform collapse: the teacher entropy stayed within {COLLAPSE_MARGIN} of "
+            f"ln K = {ln_k:.3f} for all of epoch {epoch} (min {min(entropies):.3f}), after "
+            f"the {cfg.warmup_epochs}-epoch warm-up: the teacher gives every image the same "
+            "flat distribution, so the student learns nothing. Training stopped. Try a lower "
+            f"teacher_temp (now {cfg.teacher_temp}; 0.02-0.04), use_bn_in_head=True for small "
+            f"models, a higher momentum_teacher (now {cfg.momentum_teacher}) or a lower lr "
+            f"(now {cfg.lr}); data whose classes differ in more than one cue also helps. "
+            f"Set collapse_guard=False (--no-collapse-guard) to train on anyway.{where}"
+        )
 
     def _training_seconds(self) -> float:
         """Wall time spent training, over resumed sessions, k-NN monitors excluded."""
