@@ -77,3 +77,64 @@ def test_a_file_in_the_wrong_format_is_refused(tmp_path):
                                                       "labels": [0, 1]}))
     with pytest.raises(ValueError, match=r"expected 'data' of shape \(n, 3072\)"):
         load_cifar10(tmp_path, train=False)
+
+
+# --------------------------------------------------------------------------- bad input, issue 13
+
+
+def _write_test_batch(tmp_path, data, labels, protocol=2):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir(exist_ok=True)
+    path = folder / "test_batch"
+    path.write_bytes(pickle.dumps({"data": data, "labels": labels}, protocol=protocol))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "labels", "match"),
+    [
+        (np.full((2, 3072), 300.7), [0, 1], r"pixels must be integers in 0..255, got float64"),
+        (np.full((2, 3072), 7.0), [0, 1], r"pixels must be integers in 0..255, got float64"),
+        (np.full((2, 3072), 300, np.int64), [0, 1], r"pixels .* values 300..300"),
+        (np.full((2, 3072), -1, np.int16), [0, 1], r"pixels .* values -1..-1"),
+        (np.zeros((2, 3072), np.uint8), [0, 10], r"labels must be integers in 0..9, .*0..10"),
+        (np.zeros((2, 3072), np.uint8), [-1, 3], r"labels must be integers in 0..9"),
+        (np.zeros((2, 3072), np.uint8), [0.5, 1.0], r"labels must be integers in 0..9, got float"),
+        (np.zeros((2, 3072), np.uint8), [0, 1, 2], r"2 images but 3 labels"),
+    ],
+)
+def test_out_of_range_or_float_values_are_refused(tmp_path, data, labels, match):
+    path = _write_test_batch(tmp_path, data, labels)
+    with pytest.raises(ValueError, match=f"{path}: {match}"):
+        load_cifar10(tmp_path, train=False)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # EOFError
+        b"\x80\x02}q\x00(X\x04\x00\x00\x00da",  # a pickle cut short
+        b"garbage, not a pickle",  # UnpicklingError
+        None,  # a real batch, truncated
+    ],
+)
+def test_corrupt_files_raise_value_error_naming_the_file(tmp_path, body):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    if body is None:
+        body = pickle.dumps(_batches()["test_batch"], protocol=2)[:-500]
+    (folder / "test_batch").write_bytes(body)
+    with pytest.raises(ValueError, match=f"{folder / 'test_batch'} is not a readable CIFAR-10"):
+        load_cifar10(tmp_path, train=False)
+    (folder / "batches.meta").write_bytes(body)
+    with pytest.raises(ValueError, match="batches.meta is not a readable CIFAR-10 file"):
+        cifar10_classes(tmp_path)
+
+
+def test_valid_integer_pixels_of_any_dtype_load(tmp_path):
+    data = np.arange(2 * 3072).reshape(2, 3072) % 256  # int64, in range
+    _write_test_batch(tmp_path, data, np.array([3, 9], dtype=np.int32))
+    images, labels = load_cifar10(tmp_path, train=False)
+    assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+    assert torch.equal(images.flatten(1), torch.from_numpy(data).to(torch.uint8))
+    assert labels.tolist() == [3, 9]

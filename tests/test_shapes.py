@@ -174,3 +174,68 @@ def test_datasets_by_name():
         load_dataset("imagenet", train=True)
     with pytest.raises(ValueError, match="n must be a positive integer or None, got 0"):
         load_dataset("shapes", train=True, n=0)
+
+
+# --------------------------------------------------------------------------- bad input, issue 13
+
+
+def test_empty_or_string_classes_are_refused():
+    with pytest.raises(ValueError, match="classes is empty"):
+        make_shapes(4, classes=())
+    with pytest.raises(ValueError, match="classes is empty"):
+        make_scenes(2, classes=[])
+    with pytest.raises(ValueError, match="not the string 'circle'"):
+        make_shapes(4, classes="circle")
+
+
+@pytest.mark.parametrize("p", [2.0, -0.1, float("nan"), "0.5", True])
+def test_nest_probability_must_be_a_probability(p):
+    with pytest.raises(ValueError, match="nest_probability must be a number in"):
+        make_scenes(2, nest_probability=p)
+
+
+@pytest.mark.parametrize("instances", [(0, 2), (3, 2), (1, 2, 3), (1.5, 2), 3])
+def test_instances_must_be_two_counts(instances):
+    with pytest.raises(ValueError, match=r"instances must be \(min, max\) .* two integers"):
+        make_scenes(2, instances=instances)
+
+
+def test_numpy_integer_counts_are_ints():
+    import numpy as np
+
+    a = make_shapes(np.int64(6), resolution=np.int32(16), seed=np.int64(2))
+    b = make_shapes(6, resolution=16, seed=2)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    s = make_scenes(np.int64(2), resolution=np.int64(32), instances=(np.int64(1), np.int64(2)))
+    assert s.images.shape == (2, 3, 32, 32)
+    assert ShapesStream(np.int64(3), resolution=np.int64(16)).batch(0).images.shape[0] == 3
+    with pytest.raises(ValueError, match="n must be an integer, got 4.0"):
+        make_shapes(4.0)
+    with pytest.raises(ValueError, match="n must be an integer, got True"):
+        make_shapes(True)
+    with pytest.raises(ValueError, match="seed must be an integer, got 1.5"):
+        make_shapes(4, seed=1.5)
+
+
+def test_huge_seeds_work_modulo_two_to_the_64():
+    big = make_shapes(4, seed=2**64 + 5)
+    assert torch.equal(big.images, make_shapes(4, seed=5).images)
+    assert torch.equal(make_shapes(4, seed=-1).images, make_shapes(4, seed=2**64 - 1).images)
+    make_scenes(2, seed=10**30)
+    stream = ShapesStream(4, seed=2**40)  # seed * 1_000_000_007 + step passes 2**64
+    assert stream.batch(3).images.shape == (4, 3, 32, 32)
+    a, b = shapes_splits(3, 3, seed=2**64 - 1)  # the test seed passes 2**64
+    assert not torch.equal(a.images, b.images)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_says_so():
+    for call in (
+        lambda: make_shapes(2, device="cuda"),
+        lambda: make_scenes(2, device="cuda:0"),
+        lambda: ShapesStream(2, device="cuda"),
+    ):
+        with pytest.raises(ValueError, match="no GPU is available"):
+            call()
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda'"):
+        make_shapes(2, device="gpu")

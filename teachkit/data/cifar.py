@@ -42,20 +42,49 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("TEACHKIT_DATA", Path.home() / ".cache" / "teachkit" / "data"))
 
 
+def _unpickle(path: Path) -> object:
+    """``pickle.load`` of a CIFAR file; a ValueError naming the file if it is unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except Exception as err:  # noqa: BLE001 - truncated or foreign pickles fail in many ways
+        raise ValueError(
+            f"{path} is not a readable CIFAR-10 file ({type(err).__name__}: {err}); it may be "
+            "truncated or damaged: delete the cifar-10-batches-py folder and download again"
+        ) from err
+
+
+def _check_integers(path: Path, what: str, values: np.ndarray, high: int) -> None:
+    """Raise a ValueError naming ``path`` unless ``values`` are integers in 0..high."""
+    in_range = values.size == 0 or 0 <= values.min() <= values.max() <= high
+    if values.dtype.kind in "iu" and in_range:
+        return
+    span = ""
+    if values.size and values.dtype.kind in "iuf":
+        span = f", values {values.min()}..{values.max()}"
+    raise ValueError(f"{path}: {what} must be integers in 0..{high}, got {values.dtype}{span}")
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch -> (images (n, 3, 32, 32) uint8, labels (n,) int64)."""
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
+    entry = _unpickle(path)
     if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
         raise ValueError(f"{path} is not a CIFAR-10 batch (expected keys 'data' and 'labels')")
-    data = np.asarray(entry["data"], dtype=np.uint8)
-    labels = np.asarray(entry["labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+    try:
+        data, labels = np.asarray(entry["data"]), np.asarray(entry["labels"])
+    except Exception as err:  # noqa: BLE001 - ragged lists and other oddities
+        raise ValueError(f"{path}: 'data' and 'labels' must be arrays ({err})") from err
+    # Pixels and labels are integers in range: a cast would wrap 300.7 to 44 silently.
+    _check_integers(path, "pixels", data, 255)
+    _check_integers(path, "labels", labels, len(CIFAR10_CLASSES) - 1)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.ndim != 1:
         raise ValueError(
             f"{path}: expected 'data' of shape (n, 3072) and n labels, "
             f"got {data.shape} and {labels.shape}"
         )
-    return data.reshape(-1, 3, 32, 32), labels
+    if len(data) != len(labels):
+        raise ValueError(f"{path}: {len(data)} images but {len(labels)} labels")
+    return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def cifar10_classes(root: str | Path | None = None) -> list[str]:
@@ -63,8 +92,15 @@ def cifar10_classes(root: str | Path | None = None) -> list[str]:
     meta = Path(root or default_data_dir()).expanduser() / FOLDER / "batches.meta"
     if not meta.exists():
         return list(CIFAR10_CLASSES)
-    with open(meta, "rb") as f:
-        return list(pickle.load(f, encoding="latin1")["label_names"])
+    entry = _unpickle(meta)
+    names = entry.get("label_names") if isinstance(entry, dict) else None
+    if (
+        not isinstance(names, (list, tuple))
+        or len(names) != len(CIFAR10_CLASSES)
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise ValueError(f"{meta} is not CIFAR-10's batches.meta (expected 10 'label_names')")
+    return list(names)
 
 
 def load_cifar10(
@@ -89,7 +125,9 @@ def load_cifar10(
 
     Raises:
         FileNotFoundError: the folder is missing and ``download`` is False.
-        ValueError: a file is not in CIFAR-10's format.
+        ValueError: a file is unreadable (truncated, damaged) or not in CIFAR-10's format:
+            pixels that are not integers in 0..255, labels outside 0..9, wrong shapes.
+            The message names the file.
     """
     root = Path(root or default_data_dir()).expanduser()
     folder = root / FOLDER

@@ -34,7 +34,9 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import numbers
+import operator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -323,6 +325,62 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
+# ------------------------------------------------------------------ argument checks
+def _integer(name: str, value: object) -> int:
+    """``value`` as a Python int (numpy and torch integers too); ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _seed(seed: object) -> int:
+    """Any integer seed, taken modulo 2**64 (the generator's state: what
+    ``manual_seed`` does with a negative seed, and the same bytes for every seed it
+    accepted), so huge seeds work instead of overflowing."""
+    return _integer("seed", seed) % 2**64
+
+
+def _device(device: torch.device | str) -> torch.device:
+    """``device`` as a torch.device that exists on this machine; ValueError otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:1', ...; got {device!r}") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={str(device)!r} asks for a GPU, but no GPU is available to PyTorch "
+                "(torch.cuda.is_available() is False); use device='cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={str(device)!r}: there are only {torch.cuda.device_count()} GPU(s)"
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={str(device)!r}: MPS is not available; use device='cpu'")
+    return dev
+
+
+def _allowed_classes(classes: Sequence[str] | None, device: torch.device) -> torch.Tensor:
+    """Global indices of ``classes`` (None: all of :data:`CLASSES`)."""
+    if classes is None:
+        classes = CLASSES
+    elif isinstance(classes, str):
+        raise ValueError(
+            f"classes must be a sequence of class names such as ('circle', 'star'), "
+            f"not the string {classes!r}"
+        )
+    elif len(classes) == 0:
+        raise ValueError(
+            "classes is empty: name at least one class, or pass None for all of "
+            f"{list(CLASSES)}"
+        )
+    return torch.tensor([class_index(c) for c in classes], dtype=torch.long, device=device)
+
+
 def make_shapes(
     n: int,
     *,
@@ -341,23 +399,30 @@ def make_shapes(
     Args:
         n: number of images.
         resolution: image side in pixels (8 to 224; 32 by default).
-        seed: the same seed, resolution and config give the same bytes on a device.
+        seed: the same seed, resolution and config give the same bytes on a device. Any
+            integer; it is taken modulo 2**64.
         shortcuts: bring back per-image background/colour signatures (see module doc).
         config: drawing parameters; ``shortcuts`` overrides ``config.shortcuts``.
         device: where to draw ("cuda" draws directly on the GPU).
-        classes: restrict to these class names (labels keep their global index).
+        classes: restrict to these class names (labels keep their global index); at
+            least one. ``None`` means all ten.
 
     Returns:
         A :class:`ShapesBatch` of uint8 images (N, 3, H, W), labels (N,), masks (N, H, W).
+
+    Raises:
+        ValueError: ``n`` or ``resolution`` not integers in range (numpy integers are
+            fine), a seed that is not an integer, an unknown or empty ``classes``, or a
+            device that this machine does not have.
     """
+    n, resolution = _integer("n", n), _integer("resolution", resolution)
     _check(n, resolution)
+    seed = _seed(seed)
     base = config or ShapesConfig()
     cfg = replace(base, shortcuts=shortcuts or base.shortcuts)
-    device = torch.device(device)
+    device = _device(device)
+    allowed = _allowed_classes(classes, device)
     g = _generator(seed, device)
-    allowed = torch.tensor(
-        [class_index(c) for c in (classes or CLASSES)], dtype=torch.long, device=device
-    )
     order = torch.randperm(n, generator=g, device=device)
     labels = allowed[order % len(allowed)]
     radii = _uniform(n, *cfg.radius, g, device)
@@ -385,6 +450,7 @@ def shapes_splits(
 ) -> tuple[ShapesBatch, ShapesBatch]:
     """Fixed, seeded train and test splits that never share an image."""
     kw = dict(resolution=resolution, shortcuts=shortcuts, config=config)
+    seed = _integer("seed", seed)
     return make_shapes(n_train, seed=seed, **kw), make_shapes(
         n_test, seed=seed + _TEST_SEED_OFFSET, **kw
     )
@@ -405,21 +471,37 @@ def make_scenes(
 
     Each scene holds between ``instances[0]`` and ``instances[1]`` shapes. With
     probability ``nest_probability`` the second instance is drawn *inside* the first
-    (a small shape on a big one: the ambiguous click of SAM's three masks).
+    (a small shape on a big one: the ambiguous click of SAM's three masks). The other
+    arguments are those of :func:`make_shapes`.
 
     Returns:
         A :class:`SceneBatch`; ``masks`` are visible masks, disjoint within a scene.
+
+    Raises:
+        ValueError: as :func:`make_shapes`, and ``instances`` that is not two integers
+            ``1 <= min <= max`` or a ``nest_probability`` outside ``[0, 1]``.
     """
+    n, resolution = _integer("n", n), _integer("resolution", resolution)
     _check(n, resolution)
-    lo, hi = instances
+    try:
+        lo, hi = (_integer("instances", v) for v in instances)
+    except (TypeError, ValueError):
+        lo = hi = 0  # reported just below
     if not 1 <= lo <= hi:
-        raise ValueError(f"instances must be (min, max) with 1 <= min <= max, got {instances!r}")
+        raise ValueError(
+            f"instances must be (min, max) with 1 <= min <= max, two integers; got {instances!r}"
+        )
+    if (
+        isinstance(nest_probability, bool)
+        or not isinstance(nest_probability, numbers.Real)
+        or not 0.0 <= nest_probability <= 1.0
+    ):
+        raise ValueError(f"nest_probability must be a number in [0, 1], got {nest_probability!r}")
+    seed = _seed(seed)
     cfg = config or ShapesConfig(radius=(0.1, 0.25))
-    device = torch.device(device)
+    device = _device(device)
+    allowed = _allowed_classes(classes, device)
     g = _generator(seed, device)
-    allowed = torch.tensor(
-        [class_index(c) for c in (classes or CLASSES)], dtype=torch.long, device=device
-    )
     counts = torch.randint(lo, hi + 1, (n,), generator=g, device=device)
     nested = torch.rand(n, generator=g, device=device) < nest_probability
     canvas = _background(n, resolution, cfg, g, device)
@@ -496,11 +578,17 @@ class ShapesStream:
         config: ShapesConfig | None = None,
         start_step: int = 0,
     ) -> None:
+        batch_size, resolution = _integer("batch_size", batch_size), _integer(
+            "resolution", resolution
+        )
         _check(batch_size, resolution)
+        start_step = _integer("start_step", start_step)
+        if start_step < 0:
+            raise ValueError(f"start_step must be >= 0, got {start_step}")
         self.batch_size = batch_size
         self.resolution = resolution
-        self.seed = seed
-        self.device = torch.device(device)
+        self.seed = _integer("seed", seed)
+        self.device = _device(device)
         self.shortcuts = shortcuts
         self.config = config
         self.start_step = start_step
