@@ -18,6 +18,7 @@ from teachkit import distributed as dist
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.schedules import clip_gradients, cosine_schedule, get_params_groups
 from teachkit.dino.trainer import DINOConfig, ImageBatches, NonFiniteLossError, train_dino
+from teachkit.train import build_parser, dino_config_from_args, main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -323,8 +324,6 @@ def test_distributed_helpers_are_no_ops_in_one_process(monkeypatch):
 
 # ---- the command line ---------------------------------------------------------------
 def test_cli_flags_override_the_profile_presets(tmp_path):
-    from teachkit.train import build_parser, dino_config_from_args
-
     args = build_parser().parse_args(
         [
             "dino",
@@ -360,10 +359,6 @@ def test_cli_flags_override_the_profile_presets(tmp_path):
 
 
 def test_cli_trains_on_shapes_and_writes_checkpoint_and_metrics(tmp_path, capsys):
-    pytest.importorskip("teachkit.data.shapes")
-    pytest.importorskip("teachkit.models.resnet")
-    from teachkit.train import main
-
     main(
         [
             "dino",
@@ -403,3 +398,78 @@ def test_cli_trains_on_shapes_and_writes_checkpoint_and_metrics(tmp_path, capsys
     assert run["command"].endswith(f"--out {tmp_path}")
     assert run["dataset"] == "shapes" and run["shortcuts"] is False
     assert (tmp_path / "checkpoint.pt").is_file()
+
+
+# ---- checked before the first step (issue 13) -----------------------------------------
+class Counted:
+    """A re-iterable list of batches that counts the batches taken from it."""
+
+    def __init__(self, batches: list[torch.Tensor]) -> None:
+        self.batches, self.taken = batches, 0
+
+    def __iter__(self):
+        for b in self.batches:
+            self.taken += 1
+            yield b
+
+
+def test_an_out_dir_that_is_a_file_fails_before_training(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    data = Counted([tiny_images(8)] * 3)
+    for out, where in ((tmp_path / "taken", "is a file"), (tmp_path / "taken" / "run", "under")):
+        with pytest.raises(ValueError, match=f"out_dir '{out}' .*{where}"):
+            train_dino(tiny_config(out_dir=str(out)), data, backbone=backbone(), progress=False)
+    assert data.taken == 0
+
+
+def test_knn_data_is_checked_before_training():
+    images, labels = tiny_images(48), torch.arange(48) % 4
+    data = Counted([tiny_images(8)] * 3)
+
+    def run(eval_data, **cfg):
+        train_dino(tiny_config(**cfg), data, backbone=backbone(), eval_data=eval_data,
+                   progress=False)
+
+    with pytest.raises(ValueError, match="bank has 10 images, fewer than its knn_k = 20"):
+        run((images[:10], labels[:10], images[40:], labels[40:]))
+    with pytest.raises(ValueError, match=r"train labels must be an integer tensor of shape"):
+        run((images[:32], labels[:32].float(), images[40:], labels[40:]), knn_k=5)
+    with pytest.raises(ValueError, match=r"test images must be \(N, 3, H, W\)"):
+        run((images[:32], labels[:32], images[40:, 0], labels[40:]), knn_k=5)
+    with pytest.raises(ValueError, match=r"eval_data has train float images with values in"):
+        run((images[:32].float(), labels[:32], images[40:], labels[40:]), knn_k=5)
+    with pytest.raises(ValueError, match="eval_data must be"):
+        run((images, labels), knn_k=5)
+    assert data.taken == 0
+
+
+@pytest.mark.parametrize("scale,hint", [(255.0, "divide by 255"), (-1.0, "")])
+def test_float_images_outside_0_1_fail_before_the_first_step(scale, hint):
+    steps = []
+    data = Counted([tiny_images(8).float() / 255 * scale] * 3)
+    with pytest.raises(ValueError, match=r"data yields float images with values in .*\[0, 1\]"):
+        train_dino(tiny_config(), data, backbone=backbone(), progress=False,
+                   callbacks=[lambda kind, record: steps.append(record)])
+    assert steps == [] and data.taken == 1
+
+
+def test_a_one_shot_iterator_shorter_than_the_run_is_named_as_such():
+    batches = (tiny_images(8, seed=i) for i in range(2))  # a generator: one pass only
+    with pytest.raises(ValueError, match="data yielded 2 batches, then nothing .* one-shot"):
+        train_dino(tiny_config(), batches, backbone=backbone(), progress=False)
+    with pytest.raises(ValueError, match="data yielded no batches"):
+        train_dino(tiny_config(), iter([]), backbone=backbone(), progress=False)
+
+
+def test_the_non_finite_loss_message_names_only_a_checkpoint_that_exists(tmp_path):
+    cfg = tiny_config(steps_per_epoch=4, log_every=1, out_dir=str(tmp_path / "a"))
+    with pytest.raises(NonFiniteLossError, match="No checkpoint was written before this step") as e:
+        train_dino(cfg, NaNAt(bad_step=1), backbone=backbone(), progress=False)
+    assert str(tmp_path / "a" / "checkpoint.pt") not in str(e.value)
+    cfg = tiny_config(
+        steps_per_epoch=4, log_every=1, checkpoint_every=1, out_dir=str(tmp_path / "b")
+    )
+    saved = tmp_path / "b" / "checkpoint.pt"
+    with pytest.raises(NonFiniteLossError, match=f"The last good checkpoint is {saved}"):
+        train_dino(cfg, NaNAt(bad_step=2), backbone=backbone(), progress=False)
+    assert saved.is_file()

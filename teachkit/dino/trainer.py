@@ -80,6 +80,7 @@ __all__ = [
     "NonFiniteLossError",
     "UniformCollapseError",
     "build_backbone",
+    "check_run_inputs",
     "train_dino",
 ]
 
@@ -249,9 +250,75 @@ def train_dino(
     Raises:
         NonFiniteLossError: the loss became NaN/inf (the message names the step and
             the likely causes).
-        ValueError: a malformed config, backbone or data batch.
+        ValueError: a malformed config, backbone or data batch. What can be checked
+            before the first step is: an ``out_dir`` that is a file (or under one),
+            ``eval_data`` of the wrong shapes or with fewer bank images than
+            ``config.knn_k``, a first batch of float images outside [0, 1].
     """
+    check_run_inputs(config, eval_data)
     return _Run(config, data, backbone, eval_data, callbacks, progress, run_info).train()
+
+
+def check_run_inputs(
+    config: DINOConfig, eval_data: tuple[Tensor, Tensor, Tensor, Tensor] | None
+) -> None:
+    """Raise a ValueError for what would only fail later in a run: an ``out_dir`` where
+    no checkpoint can be written, or ``eval_data`` the k-NN monitor cannot use (it
+    first runs at the end of epoch 0)."""
+    if config.out_dir is not None:
+        out = Path(config.out_dir).expanduser()
+        existing = next(p for p in (out, *out.parents) if p.exists())
+        if not existing.is_dir():
+            where = "is a file" if existing == out else f"lies under the file {existing}"
+            raise ValueError(
+                f"out_dir {str(out)!r} {where}: checkpoints go into a folder; choose another"
+            )
+    if eval_data is None:
+        return
+    if not isinstance(eval_data, (tuple, list)) or len(eval_data) != 4:
+        raise ValueError(
+            "eval_data must be (train_images, train_labels, test_images, test_labels)"
+        )
+    for name, images, labels in (
+        ("train", eval_data[0], eval_data[1]),
+        ("test", eval_data[2], eval_data[3]),
+    ):
+        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"eval_data {name} images must be (N, 3, H, W); got {shape}")
+        if (
+            not isinstance(labels, Tensor)
+            or labels.is_floating_point()
+            or labels.dtype == torch.bool
+            or labels.shape != images.shape[:1]
+        ):
+            got = (labels.dtype, tuple(labels.shape)) if isinstance(labels, Tensor) else labels
+            raise ValueError(
+                f"eval_data {name} labels must be an integer tensor of shape "
+                f"({images.shape[0]},), one per image; got {got}"
+            )
+        if len(images) == 0:
+            raise ValueError(f"eval_data has no {name} images")
+        _check_value_range(images, f"eval_data has {name}")
+    if len(eval_data[0]) < config.knn_k:
+        raise ValueError(
+            f"the k-NN monitor's bank has {len(eval_data[0])} images, fewer than its "
+            f"knn_k = {config.knn_k} neighbours; give more bank images or a smaller knn_k"
+        )
+
+
+def _check_value_range(images: Tensor, what: str = "data yields") -> None:
+    """Raise unless float ``images`` hold finite values in [0, 1] (one sync: used once)."""
+    if not images.is_floating_point() or images.numel() == 0:
+        return
+    lo, hi = torch.aminmax(images.detach())
+    lo, hi = float(lo), float(hi)
+    if not (0.0 <= lo and hi <= 1.0):  # also catches NaN
+        hint = " (0..255 pixels? divide by 255, or pass uint8)" if hi > 1.0 else ""
+        raise ValueError(
+            f"{what} float images with values in [{lo:.3g}, {hi:.3g}]; DINO expects "
+            f"uint8 images (0..255) or floats in [0, 1]{hint}"
+        )
 
 
 class _Run:
@@ -473,13 +540,25 @@ class _Run:
                     "from its beginning and will not match an uninterrupted run",
                     stacklevel=3,
                 )
+        previous = None  # batches of the previous pass over data
         while True:
             n = 0
             for item in source:
+                images = _images_of(item, self.cfg.batch_size)
+                if previous is None and n == 0:
+                    _check_value_range(images)  # once, before the first step
                 n += 1
-                yield _images_of(item, self.cfg.batch_size)
+                yield images
+            if n == 0 and previous:
+                raise ValueError(
+                    f"data yielded {previous} batches, then nothing when iterated again: a "
+                    "one-shot iterator (a generator?) shorter than the run, which needs "
+                    f"{self.steps_per_epoch} steps per epoch. Pass something that can be "
+                    "iterated again (a list, a DataLoader) or an endless stream"
+                )
             if n == 0:
                 raise ValueError("data yielded no batches")
+            previous = n
             source = data  # a finite iterable: next pass
 
     # ---- logging, monitoring, stopping --------------------------------------------------
@@ -513,7 +592,15 @@ class _Run:
 
     def _non_finite_message(self, r: dict[str, float]) -> str:
         cfg = self.cfg
-        where = f" The last good checkpoint is in {cfg.out_dir}." if cfg.out_dir else ""
+        where = ""
+        if cfg.out_dir is not None:
+            saved = Path(cfg.out_dir) / "checkpoint.pt"
+            where = (
+                f" The last good checkpoint is {saved}; re-running resumes from it."
+                if saved.is_file()
+                else f" No checkpoint was written before this step (out_dir {cfg.out_dir}, "
+                f"checkpoint_every {cfg.checkpoint_every})."
+            )
         return (
             f"DINO loss is {r['loss']} at step {r['step']} (epoch {r['epoch']}); training "
             f"stopped. Likely causes: a learning rate too high (lr {r['lr']:.2e} at this step: "
