@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -24,7 +25,7 @@ from teachkit.knn import extract_features, knn_accuracy
 from teachkit.pretrained import ModelCard, save_shipped
 from teachkit.profiles import pick_device, seed_everything
 
-__all__ = ["add_commands", "hardware_name"]
+__all__ = ["add_commands", "check_device", "check_output_folder", "hardware_name"]
 
 
 def hardware_name(device: torch.device) -> str:
@@ -39,6 +40,60 @@ def hardware_name(device: torch.device) -> str:
         pass
     n = torch.get_num_threads()
     return f"{cpu}, {n} thread{'' if n == 1 else 's'} ({os.cpu_count()} cores visible)"
+
+
+def check_output_folder(path: str | os.PathLike[str], flag: str = "--out") -> None:
+    """Raise a ValueError unless a folder can be made (or exists) at ``path``.
+
+    Checked before training so that no run dies at its first save: ``path`` must not be
+    a file, nor lie under one, and its nearest existing folder must be writable.
+    """
+    out = Path(path).expanduser()
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is an existing file" if existing == out else f"lies under the file {existing}"
+        raise ValueError(f"{flag} {str(out)!r} {where}; it must name a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {str(out)!r}: the folder {existing} is not writable")
+
+
+def check_device(name: str | None, flag: str = "--device") -> None:
+    """Raise a ValueError unless ``name`` (None: pick the best) is a device of this machine."""
+    if name is None:
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{flag} {name!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{flag} {name}: no GPU is available to PyTorch here; use cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"{flag} {name}: there are {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{flag} {name}: MPS is not available here; use cpu")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Check every flag before the first step; a usage error (exit 2) if one is wrong."""
+    try:
+        for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        for flag, name in (("--lr", "lr"), ("--temperature", "temperature")):
+            value = getattr(args, name, 1.0)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{flag} must be a positive number, got {value}")
+        if getattr(args, "code_dim", 1) < 1:
+            raise ValueError(f"--code-dim must be >= 1, got {args.code_dim}")
+        if hasattr(args, "arch"):
+            _check_arch(args.arch, args.patch_size, args.conv_stem)
+        check_output_folder(args.out)
+        check_device(args.device)
+    except ValueError as err:
+        parser = getattr(args, "_parser", None)
+        if parser is None:
+            raise
+        parser.error(str(err))
 
 
 def _common(p: argparse.ArgumentParser, steps: int) -> None:
@@ -60,7 +115,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("autoencoder", help="Chapter 1: a convolutional autoencoder on shapes.")
     _common(p, 6000)
     p.add_argument("--code-dim", type=int, default=128, help="Bottleneck size.")
-    p.set_defaults(func=_run_autoencoder)
+    p.set_defaults(func=_run_autoencoder, _parser=p)
 
     p = sub.add_parser("contrastive", help="Chapter 1: two-view contrastive (SimCLR) on shapes.")
     _common(p, 6000)
@@ -68,7 +123,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shortcuts", action="store_true",
                    help="Train on shapes with per-image colour and background signatures "
                    "(Chapter 3); k-NN is then reported on both kinds of data.")
-    p.set_defaults(func=_run_contrastive)
+    p.set_defaults(func=_run_contrastive, _parser=p)
 
     p = sub.add_parser("supervised", help="A backbone trained with labels on shapes.")
     _common(p, 1500)
@@ -77,7 +132,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", type=int, default=4, help="ViT patch size.")
     p.add_argument("--conv-stem", action="store_true",
                    help="ViTs: convolutional stem instead of the patchify layer.")
-    p.set_defaults(func=_run_supervised)
+    p.set_defaults(func=_run_supervised, _parser=p)
 
 
 def _split(dataset: str, shortcuts: bool = False):
@@ -120,6 +175,7 @@ def _finish(args, model, description: str, results: dict, losses: list[float], s
 def _run_autoencoder(args) -> None:
     from teachkit.pretext.autoencoder import ConvAutoencoder, train_autoencoder
 
+    _check_args(args)
     seed_everything(args.seed)
     device = pick_device(args.device)
     start = time.perf_counter()
@@ -139,6 +195,7 @@ def _run_contrastive(args) -> None:
     from teachkit.models.resnet import small_cnn
     from teachkit.pretext.contrastive import ContrastiveModel, train_contrastive
 
+    _check_args(args)
     seed_everything(args.seed)
     device = pick_device(args.device)
     start = time.perf_counter()
@@ -162,6 +219,7 @@ def _run_contrastive(args) -> None:
 def _run_supervised(args) -> None:
     from teachkit.supervised import Classifier, accuracy, train_supervised
 
+    _check_args(args)
     seed_everything(args.seed)
     device = pick_device(args.device)
     start = time.perf_counter()
@@ -176,16 +234,28 @@ def _run_supervised(args) -> None:
             start, device)
 
 
+def _check_arch(arch: str, patch_size: int, conv_stem: bool) -> None:
+    from teachkit.models.vit import VIT_SIZES
+
+    if arch in ("small_cnn", "resnet18"):
+        if conv_stem:
+            raise ValueError(f"--conv-stem applies to ViTs only, not to {arch!r}")
+    elif arch in VIT_SIZES:
+        if patch_size < 1 or 32 % patch_size:
+            raise ValueError(f"--patch-size must divide the 32-pixel images, got {patch_size}")
+    else:
+        raise ValueError(
+            f"unknown arch {arch!r}; expected small_cnn, resnet18 or {list(VIT_SIZES)}"
+        )
+
+
 def _backbone(arch: str, patch_size: int, conv_stem: bool = False) -> torch.nn.Module:
     from teachkit.models.resnet import resnet18_cifar, small_cnn
-    from teachkit.models.vit import VIT_SIZES, build_vit
+    from teachkit.models.vit import build_vit
 
+    _check_arch(arch, patch_size, conv_stem)
     if arch == "small_cnn":
         return small_cnn()
     if arch == "resnet18":
         return resnet18_cifar()
-    if arch in VIT_SIZES:
-        return build_vit(arch, patch_size=patch_size, img_size=32, conv_stem=conv_stem)
-    if conv_stem:
-        raise ValueError(f"--conv-stem applies to ViTs only, not to {arch!r}")
-    raise ValueError(f"unknown arch {arch!r}; expected small_cnn, resnet18 or {list(VIT_SIZES)}")
+    return build_vit(arch, patch_size=patch_size, img_size=32, conv_stem=conv_stem)

@@ -177,6 +177,7 @@ def add_dino_parser(subparsers: argparse._SubParsersAction) -> None:
     crops = p.add_argument_group("multi-crop (MultiCropConfig)")
     for f in dataclasses.fields(MultiCropConfig):
         _add_field(crops, f)
+    p.set_defaults(_parser=p)  # run_dino reports configuration errors as usage errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,14 +266,48 @@ def _dino_data(args: argparse.Namespace, cfg) -> tuple[Any, tuple | None]:
     return data, (None if args.no_eval else eval_data)
 
 
+def _check_dino_args(args: argparse.Namespace, cfg) -> None:
+    """Flag values that only the command line has; ValueError naming the flag."""
+    for flag in ("knn_train", "knn_test"):
+        value = _resolved(args, flag)
+        if value is not None and value < 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 0 (0: all), got {value}")
+    n_train = _resolved(args, "knn_train")
+    if not args.no_eval and n_train and n_train < cfg.knn_k:
+        raise ValueError(
+            f"--knn-train {n_train} is smaller than --knn-k {cfg.knn_k}: the k-NN monitor "
+            "needs at least k bank images (or pass --no-eval)"
+        )
+
+
+def _prepare_dino(args: argparse.Namespace):
+    """Config, data and k-NN data, checked before the first step: a configuration error
+    is a usage error (``parser.error``: message and exit status 2, no traceback)."""
+    from teachkit.baselines import check_device, check_output_folder
+    from teachkit.dino.trainer import check_run_inputs
+
+    try:
+        cfg = dino_config_from_args(args)
+        _check_dino_args(args, cfg)
+        check_output_folder(cfg.out_dir)
+        check_device(cfg.device)
+        data, eval_data = _dino_data(args, cfg)
+        check_run_inputs(cfg, eval_data)
+    except (ValueError, FileNotFoundError) as err:
+        parser = getattr(args, "_parser", None)
+        if parser is None:
+            raise
+        parser.error(str(err))
+    return cfg, data, eval_data
+
+
 def run_dino(args: argparse.Namespace) -> int:
     from teachkit.baselines import hardware_name
     from teachkit.dino.trainer import NonFiniteLossError, UniformCollapseError, train_dino
 
     dist.init_distributed()
     try:
-        cfg = dino_config_from_args(args)
-        data, eval_data = _dino_data(args, cfg)
+        cfg, data, eval_data = _prepare_dino(args)
         run_info = {
             "command": "python -m teachkit.train " + " ".join(getattr(args, "argv", [])),
             "dataset": _resolved(args, "dataset"),
@@ -317,10 +352,14 @@ def add_ship_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wall-time-s", type=float, default=None, help="likewise, its wall time")
     p.add_argument("--history-only", action="store_true",
                    help="ship the card and its curves, not the weights (ablations)")
+    p.set_defaults(_parser=p)
 
 
 def run_ship(args: argparse.Namespace) -> int:
     from teachkit.dino.export import ship_run
+
+    if not Path(args.run).is_dir():
+        args._parser.error(f"--run {args.run!r} is not a folder (the --out of a DINO run)")
 
     card = ship_run(
         args.run,

@@ -304,9 +304,11 @@ def test_non_positive_steps_are_refused(steps):
         SamTrainConfig(steps=steps)
 
 
-def test_command_line_refuses_bad_holdout(tmp_path):
-    with pytest.raises(ValueError, match="unknown holdout classes"):
+def test_command_line_refuses_bad_holdout(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, not a traceback
         main(["sam", "--holdout", "star,unicorn", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "error: unknown holdout classes" in capsys.readouterr().err
 
 
 def test_command_line_trains_evaluates_and_ships(tmp_path, monkeypatch):

@@ -50,12 +50,27 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _config_from_args(args: argparse.Namespace, cls: type) -> Any:
+    """The config from the flags, checked with the run flags before any training: a bad
+    value is a usage error (``parser.error``: message, exit status 2, no traceback)."""
+    from teachkit.baselines import check_device, check_output_folder
+
     values = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(cls)
         if getattr(args, f.name, None) is not None
     }
-    return cls(**values)
+    try:
+        cfg = cls(**values)
+        if args.eval_scenes < 1:
+            raise ValueError(f"--eval-scenes must be >= 1, got {args.eval_scenes}")
+        check_output_folder(args.out)
+        check_device(cfg.device)
+    except ValueError as err:
+        parser = getattr(args, "_parser", None)
+        if parser is None:
+            raise
+        parser.error(str(err))
+    return cfg
 
 
 def add_sam_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +90,7 @@ def add_sam_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_config_flags(p, SamTrainConfig, skip=("out_dir",))
     _add_run_flags(p)
-    p.set_defaults(func=run_sam_command, _prog=p.prog)
+    p.set_defaults(func=run_sam_command, _prog=p.prog, _parser=p)
 
     p = subparsers.add_parser(
         "unet",
@@ -85,7 +100,7 @@ def add_sam_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_config_flags(p, UNetTrainConfig, skip=("out_dir",))
     _add_run_flags(p)
-    p.set_defaults(func=run_unet_command, _prog=p.prog)
+    p.set_defaults(func=run_unet_command, _prog=p.prog, _parser=p)
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
