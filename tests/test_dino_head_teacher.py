@@ -60,7 +60,7 @@ def test_head_deepcopies_and_matches_lightly_projection_head():
     x = torch.randn(4, 16)
     clone = copy.deepcopy(head)  # works with the parametrizations API
     torch.testing.assert_close(clone(x), head(x))
-    heads = pytest.importorskip("lightly.models.modules.heads")
+    import lightly.models.modules.heads as heads  # a test requirement, never skipped
     # lightly's head uses the hook-based weight_norm (not deep-copyable on torch 2.14):
     # build it, then copy our weights into it.
     theirs = heads.DINOProjectionHead(16, 24, 8, 32, batch_norm=False)
