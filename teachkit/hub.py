@@ -315,6 +315,8 @@ def download(
         urllib.error.URLError: the server could not be reached or answered an error.
     """
     url, filename, known = _resolve(url_or_entry)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
     expected = sha256 if sha256 is not None else known
     if expected is not None:
         _check_sha256_format(expected, what="sha256")
@@ -326,6 +328,8 @@ def download(
         )
 
     folder = resolve_cache_dir(cache_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"the cache directory {folder} is a file; pass a folder as cache_dir")
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / filename
     _remove_stale_parts(final)
@@ -634,8 +638,16 @@ def load_into(
 
     Raises:
         ValueError: listing the missing keys, the unexpected keys and the shape
-            mismatches (``name: checkpoint (..) vs model (..)``), all at once.
+            mismatches (``name: checkpoint (..) vs model (..)``), all at once; or a
+            ``state_dict`` that is not a mapping of names to tensors.
     """
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(
+            f"state_dict must be a mapping of names to tensors; got {type(state_dict).__name__}"
+        )
+    not_tensors = [k for k, v in state_dict.items() if not isinstance(v, Tensor)]
+    if not_tensors:
+        raise ValueError(f"state_dict values must be tensors; not so for {not_tensors[:10]}")
     ignore = tuple(ignore_prefixes)
     given = {k: v for k, v in state_dict.items() if not (ignore and k.startswith(ignore))}
     target = model.state_dict()

@@ -27,11 +27,10 @@ them in full precision, so the neighbours are still exactly those of the fp32 pa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-
 import contextlib
 import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -153,16 +152,18 @@ def extract_features(
 
     Raises:
         ValueError: bad ``images`` type or shape (anything but ``(N, 3, H, W)``, e.g. one
-            channel or channels last), ``batch_size < 1``, only one of ``cache`` /
+            channel or channels last), ``batch_size`` not an int >= 1, a CUDA ``device``
+            without a GPU, only one of ``cache`` /
             ``cache_key`` given, or a model output that is not ``(B, D)``.
     """
     if (cache is None) != (cache_key is None):
         raise ValueError("pass both cache and cache_key, or neither")
     if cache is not None and cache_key in cache:
         return cache[cache_key]
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    _check_positive_int("batch_size", batch_size)
     device = torch.device(device) if device is not None else _model_device(model)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r}, but no GPU is available to PyTorch here")
     batches = _batches(images, batch_size)
 
     was_training = model.training

@@ -321,7 +321,7 @@ def test_strip_prefixes_only_strips_leading() -> None:
     assert set(out) == {"a", "blocks.module.b"}
 
 
-# --------------------------------------------------------------------------- cut, stalled, not a checkpoint
+# ------------------------------------------------------------- cut, stalled, not a checkpoint
 
 
 def no_length(body: bytes) -> Callable[[io.BufferedIOBase], None]:
@@ -455,3 +455,17 @@ def test_stale_part_files_are_removed(server: Server, cache: Path) -> None:
     hub.download(server.serve("/x.bin", data), cache_dir=cache, sha256=sha(data), progress=False)
     assert not stale.exists()
     assert live.exists() and other.exists()  # a download that may still be running
+
+
+def test_download_and_load_into_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds; got 0"):
+        hub.download("http://127.0.0.1:9/x.pth", cache_dir=tmp_path, verify=False, timeout=0)
+    a_file = tmp_path / "cache_file"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match=f"the cache directory {a_file} is a file"):
+        hub.download("http://127.0.0.1:9/x.pth", cache_dir=a_file, verify=False)
+    model = TinyDinoBackbone(**TINY)
+    with pytest.raises(ValueError, match="must be a mapping of names to tensors; got list"):
+        hub.load_into(model, [1, 2])
+    with pytest.raises(ValueError, match=r"values must be tensors; not so for \['epoch'\]"):
+        hub.load_into(model, {**official_vit_state_dict(), "epoch": 3})

@@ -183,10 +183,12 @@ def clusters(n_per_class=10, m_per_class=4, d=16, c=5, spread=0.35, seed=0, dtyp
     g = torch.Generator().manual_seed(seed)
     shared = torch.randn(d, generator=g, dtype=torch.float64)
     centres = torch.randn(c, d, generator=g, dtype=torch.float64) + shared
+
     def draw(n):
         labels = torch.arange(c).repeat_interleave(n)
         x = centres[labels] + spread * torch.randn(len(labels), d, generator=g, dtype=torch.float64)
         return x.to(dtype), labels
+
     bank, labels = draw(n_per_class)
     queries, query_labels = draw(m_per_class)
     return bank, labels, queries, query_labels
@@ -195,7 +197,7 @@ def clusters(n_per_class=10, m_per_class=4, d=16, c=5, spread=0.35, seed=0, dtyp
 @pytest.mark.parametrize("T", [0.005, 0.001, 1e-5])
 def test_small_temperature_float32_gives_the_float64_vote(T: float) -> None:
     bank, labels, queries, truth = clusters()
-    assert (F_cos(bank, bank).min() > 0.1), "classes share direction: every vote is large"
+    assert F_cos(bank, bank).min() > 0.1, "classes share direction: every vote is large"
     ref = knn_classify(bank.double(), labels, queries.double(), k=20, temperature=T)
     out = knn_classify(bank, labels, queries, k=20, temperature=T)
     assert torch.equal(out.predictions, ref.predictions)
@@ -216,11 +218,13 @@ def test_top5_counts_a_voted_class_whose_weight_underflows() -> None:
     bank = torch.tensor([[1.0, 0.0], [0.6, 0.8], [-1.0, 0.0]])
     labels = torch.tensor([0, 1, 2])
     queries = torch.tensor([[1.0, 0.0]])
-    acc = knn_accuracy(bank, labels, queries, torch.tensor([1]), k=2, temperature=1e-3,
-                       num_classes=5)
+    acc = knn_accuracy(
+        bank, labels, queries, torch.tensor([1]), k=2, temperature=1e-3, num_classes=5
+    )
     assert acc == {"top1": 0.0, "top5": 100.0}
-    acc = knn_accuracy(bank, labels, queries, torch.tensor([2]), k=2, temperature=1e-3,
-                       num_classes=5)
+    acc = knn_accuracy(
+        bank, labels, queries, torch.tensor([2]), k=2, temperature=1e-3, num_classes=5
+    )
     assert acc == {"top1": 0.0, "top5": 0.0}  # class 2 did not vote
 
 
@@ -289,8 +293,9 @@ def test_extract_features_wants_rgb_channels_first(shape, hint) -> None:
 
 @pytest.mark.parametrize("precision", ["bf16", "tf32"])
 def test_fast_precision_finds_the_fp32_neighbours_and_votes(precision: str) -> None:
-    bank, labels, queries, truth = clusters(n_per_class=200, m_per_class=40, d=64, c=10,
-                                            spread=1.0, seed=4)
+    bank, labels, queries, truth = clusters(
+        n_per_class=200, m_per_class=40, d=64, c=10, spread=1.0, seed=4
+    )
     ref = knn_classify(bank, labels, queries, chunk_size=64)
     out = knn_classify(bank, labels, queries, chunk_size=64, precision=precision)
     assert torch.equal(out.predictions, ref.predictions)
@@ -311,8 +316,9 @@ def test_fast_precision_stays_exact_where_bf16_cannot_rank() -> None:
     # so the candidates of the bf16 pass are a lottery and every row must be re-done.
     g = torch.Generator().manual_seed(5)
     q = torch.randn(3, 32, generator=g, dtype=torch.float64)
-    bank = (q.repeat_interleave(100, 0) + 1e-2 * torch.randn(300, 32, generator=g,
-            dtype=torch.float64))
+    bank = q.repeat_interleave(100, 0) + 1e-2 * torch.randn(
+        300, 32, generator=g, dtype=torch.float64
+    )
     bank = torch.cat([bank, torch.randn(200, 32, generator=g, dtype=torch.float64)])
     ref_sims, ref_idx = retrieve(bank, q, k=10)
     sims, idx = retrieve(bank, q, k=10, precision="bf16")
@@ -324,3 +330,14 @@ def test_unknown_precision() -> None:
     bank, labels, queries, _ = clusters()
     with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'bf16', 'tf32'\)"):
         knn_classify(bank, labels, queries, precision="fp16")
+
+
+def test_extract_features_batch_size_and_device() -> None:
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="batch_size must be an int; got 2.5"):
+        extract_features(MeanColour(), images, batch_size=2.5, progress=False)
+    with pytest.raises(ValueError, match="batch_size must be >= 1; got 0"):
+        extract_features(MeanColour(), images, batch_size=0, progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no GPU is available"):
+            extract_features(MeanColour(), images, device="cuda", progress=False)
