@@ -79,6 +79,8 @@ def _check_args(args: argparse.Namespace) -> None:
         for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
+        if not -(2**63) <= args.seed < 2**63:
+            raise ValueError(f"--seed must be a 64-bit integer, got {args.seed}")
         for flag, name in (("--lr", "lr"), ("--temperature", "temperature")):
             value = getattr(args, name, 1.0)
             if not (math.isfinite(value) and value > 0):

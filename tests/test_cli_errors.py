@@ -45,8 +45,9 @@ def test_dino_out_that_is_a_file(a_file, capsys):
 def test_dino_knn_bank_smaller_than_k(tmp_path, capsys):
     line = usage_error([*DINO, "--knn-train", "5", "--out", str(tmp_path / "r")], capsys)
     assert "--knn-train 5 is smaller than --knn-k 20" in line
-    line = usage_error([*DINO, "--knn-train", "30", "--knn-k", "50", "--out", str(tmp_path)],
-                       capsys)
+    line = usage_error(
+        [*DINO, "--knn-train", "30", "--knn-k", "50", "--out", str(tmp_path)], capsys
+    )
     assert "--knn-train 30 is smaller than --knn-k 50" in line
     line = usage_error([*DINO, "--knn-test", "-3", "--out", str(tmp_path / "r")], capsys)
     assert "--knn-test must be >= 0" in line
@@ -54,8 +55,9 @@ def test_dino_knn_bank_smaller_than_k(tmp_path, capsys):
 
 
 def test_dino_config_errors_are_usage_errors(tmp_path, capsys):
-    line = usage_error([*DINO, "--warmup-epochs", "5", "--epochs", "2", "--out", str(tmp_path)],
-                       capsys)
+    line = usage_error(
+        [*DINO, "--warmup-epochs", "5", "--epochs", "2", "--out", str(tmp_path)], capsys
+    )
     assert "warmup_epochs (5) must lie in [0, epochs=2]" in line
     line = usage_error([*DINO, "--batch-size", "0", "--out", str(tmp_path)], capsys)
     assert "batch_size must be >= 1" in line
@@ -86,6 +88,7 @@ def test_dino_and_baselines_cuda_without_a_gpu(tmp_path, capsys):
         (["supervised", "--conv-stem"], "--conv-stem applies to ViTs only, not to 'small_cnn'"),
         (["supervised", "--arch", "vit_nano", "--patch-size", "5"], "--patch-size must divide"),
         (["autoencoder", "--device", "tpu9"], "--device 'tpu9' is not a device name"),
+        (["contrastive", "--seed", str(2**70)], "--seed must be a 64-bit integer"),
     ],
 )
 def test_baseline_flags(tmp_path, capsys, argv, message):

@@ -427,8 +427,9 @@ def test_knn_data_is_checked_before_training():
     data = Counted([tiny_images(8)] * 3)
 
     def run(eval_data, **cfg):
-        train_dino(tiny_config(**cfg), data, backbone=backbone(), eval_data=eval_data,
-                   progress=False)
+        train_dino(
+            tiny_config(**cfg), data, backbone=backbone(), eval_data=eval_data, progress=False
+        )
 
     with pytest.raises(ValueError, match="bank has 10 images, fewer than its knn_k = 20"):
         run((images[:10], labels[:10], images[40:], labels[40:]))
@@ -448,8 +449,13 @@ def test_float_images_outside_0_1_fail_before_the_first_step(scale, hint):
     steps = []
     data = Counted([tiny_images(8).float() / 255 * scale] * 3)
     with pytest.raises(ValueError, match=r"data yields float images with values in .*\[0, 1\]"):
-        train_dino(tiny_config(), data, backbone=backbone(), progress=False,
-                   callbacks=[lambda kind, record: steps.append(record)])
+        train_dino(
+            tiny_config(),
+            data,
+            backbone=backbone(),
+            progress=False,
+            callbacks=[lambda kind, record: steps.append(record)],
+        )
     assert steps == [] and data.taken == 1
 
 
@@ -473,3 +479,17 @@ def test_the_non_finite_loss_message_names_only_a_checkpoint_that_exists(tmp_pat
     with pytest.raises(NonFiniteLossError, match=f"The last good checkpoint is {saved}"):
         train_dino(cfg, NaNAt(bad_step=2), backbone=backbone(), progress=False)
     assert saved.is_file()
+
+
+def test_device_seed_data_and_callbacks_are_checked_first():
+    data = Counted([tiny_images(8)] * 3)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no GPU is available to PyTorch here"):
+            train_dino(tiny_config(device="cuda"), data, backbone=backbone(), progress=False)
+    with pytest.raises(ValueError, match="seed must be a 64-bit integer"):
+        train_dino(tiny_config(seed=2**70), data, backbone=backbone(), progress=False)
+    with pytest.raises(ValueError, match="data must be an iterable of image batches; got int"):
+        train_dino(tiny_config(), 3, backbone=backbone(), progress=False)
+    with pytest.raises(ValueError, match=r"callbacks must be functions"):
+        train_dino(tiny_config(), data, backbone=backbone(), progress=False, callbacks=[1])
+    assert data.taken == 0

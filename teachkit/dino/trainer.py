@@ -256,6 +256,10 @@ def train_dino(
             ``config.knn_k``, a first batch of float images outside [0, 1].
     """
     check_run_inputs(config, eval_data)
+    if not (hasattr(data, "__iter__") or hasattr(data, "__getitem__")):
+        raise ValueError(f"data must be an iterable of image batches; got {type(data).__name__}")
+    if not all(callable(cb) for cb in callbacks):
+        raise ValueError("callbacks must be functions callback(kind, record)")
     return _Run(config, data, backbone, eval_data, callbacks, progress, run_info).train()
 
 
@@ -265,6 +269,14 @@ def check_run_inputs(
     """Raise a ValueError for what would only fail later in a run: an ``out_dir`` where
     no checkpoint can be written, or ``eval_data`` the k-NN monitor cannot use (it
     first runs at the end of epoch 0)."""
+    if config.device is not None and str(config.device).startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={config.device!r}, but no GPU is available to PyTorch here; use "
+                "device='cpu' or None (the best device there is)"
+            )
+    if not -(2**63) <= config.seed < 2**63:
+        raise ValueError(f"seed must be a 64-bit integer; got {config.seed}")
     if config.out_dir is not None:
         out = Path(config.out_dir).expanduser()
         existing = next(p for p in (out, *out.parents) if p.exists())
@@ -276,9 +288,7 @@ def check_run_inputs(
     if eval_data is None:
         return
     if not isinstance(eval_data, (tuple, list)) or len(eval_data) != 4:
-        raise ValueError(
-            "eval_data must be (train_images, train_labels, test_images, test_labels)"
-        )
+        raise ValueError("eval_data must be (train_images, train_labels, test_images, test_labels)")
     for name, images, labels in (
         ("train", eval_data[0], eval_data[1]),
         ("test", eval_data[2], eval_data[3]),
