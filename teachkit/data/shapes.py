@@ -375,8 +375,7 @@ def _allowed_classes(classes: Sequence[str] | None, device: torch.device) -> tor
         )
     elif len(classes) == 0:
         raise ValueError(
-            "classes is empty: name at least one class, or pass None for all of "
-            f"{list(CLASSES)}"
+            f"classes is empty: name at least one class, or pass None for all of {list(CLASSES)}"
         )
     return torch.tensor([class_index(c) for c in classes], dtype=torch.long, device=device)
 
@@ -578,9 +577,8 @@ class ShapesStream:
         config: ShapesConfig | None = None,
         start_step: int = 0,
     ) -> None:
-        batch_size, resolution = _integer("batch_size", batch_size), _integer(
-            "resolution", resolution
-        )
+        batch_size = _integer("batch_size", batch_size)
+        resolution = _integer("resolution", resolution)
         _check(batch_size, resolution)
         start_step = _integer("start_step", start_step)
         if start_step < 0:
