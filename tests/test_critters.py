@@ -15,6 +15,7 @@ from teachkit.data.critters import (
     critters_splits,
     make_critter_scenes,
     make_critters,
+    single_cue_config,
 )
 from teachkit.data.datasets import make_procedural, procedural_splits, procedural_stream
 from teachkit.knn import knn_accuracy, pixel_features
@@ -181,3 +182,18 @@ def test_bad_config_is_a_clear_error():
         CrittersConfig(radius=(0.3, 0.7))
     with pytest.raises(ValueError, match="unknown critter class"):
         critter_cues(12)
+
+
+def test_single_cue_configs_keep_one_cue_and_randomise_the_rest():
+    cfg = single_cue_config("texture")
+    assert (cfg.outline_p, cfg.colour_p, cfg.texture_p, cfg.context_p) == (0, 0, 1, 0)
+    assert cfg.lighting == CrittersConfig().lighting
+    # colour only: the red classes are red again, while with texture only they are not
+    red = {}
+    for cue in ("colour", "texture"):
+        batch = make_critters(300, seed=10, config=single_cue_config(cue))
+        rgb = _inside_mean(batch)[(batch.labels == 0) | (batch.labels == 9)]
+        red[cue] = (rgb.argmax(1) == 0).float().mean()
+    assert red["colour"] > 0.9 > 0.6 > red["texture"]
+    with pytest.raises(ValueError, match="unknown cue 'smell'"):
+        single_cue_config("smell")

@@ -73,6 +73,7 @@ __all__ = [
     "CUES",
     "CrittersConfig",
     "critter_cues",
+    "single_cue_config",
     "make_critters",
     "critters_splits",
     "make_critter_scenes",
@@ -170,6 +171,23 @@ def critter_cues(cls: int | str) -> dict[str, str]:
     if not 0 <= i < len(CRITTER_CLASSES):
         raise ValueError(f"unknown critter class {cls!r}; expected one of {list(CRITTER_CLASSES)}")
     return {cue: CUES[cue][(i % 5 + _SHIFT[cue] * (i // 5)) % 5] for cue in CUES}
+
+
+def single_cue_config(cue: str, config: CrittersConfig | None = None) -> CrittersConfig:
+    """Critters in which only ``cue`` follows the class; every other cue is drawn at random.
+
+    The cue study of Chapter 5 ("what does DINO look at?") measures k-NN on such images:
+    a feature that reads the cue can tell the two classes sharing each of its values
+    apart from the other eight, so 50 % is the most any feature can reach on them.
+
+    Args:
+        cue: one of ``CUES`` ("outline", "colour", "texture", "context").
+        config: the other settings (position, lighting, noise...); the defaults if None.
+    """
+    if cue not in CUES:
+        raise ValueError(f"unknown cue {cue!r}; expected one of {list(CUES)}")
+    probabilities = {f"{name}_p": float(name == cue) for name in CUES}
+    return replace(config or CrittersConfig(), **probabilities)
 
 
 def _typical(labels: Tensor, cue: str) -> Tensor:
