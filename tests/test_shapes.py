@@ -169,7 +169,7 @@ def test_datasets_by_name():
     images, labels = load_dataset("shapes", train=False, n=20)
     expected = shapes_splits(1, 20, seed=0)[1]
     assert torch.equal(images, expected.images) and torch.equal(labels, expected.labels)
-    message = r"unknown dataset 'imagenet'; expected one of \['shapes', 'cifar10'\]"
+    message = r"unknown dataset 'imagenet'; expected one of \['shapes', 'critters', 'cifar10'\]"
     with pytest.raises(ValueError, match=message):
         load_dataset("imagenet", train=True)
     with pytest.raises(ValueError, match="n must be a positive integer or None, got 0"):
