@@ -12,8 +12,9 @@ Examples::
     # several GPUs of one machine (each process gets --batch-size images)
     torchrun --nproc_per_node=4 -m teachkit.train dino --profile full --out runs/ddp
 
-    # Colab: keep checkpoints on Google Drive, re-run the same line to resume
-    python -m teachkit.train dino --profile full --out /content/drive/MyDrive/dino
+    # Colab: fetch CIFAR-10 into the fresh runtime, keep checkpoints on Google Drive,
+    # re-run the same line to resume
+    python -m teachkit.train dino --profile full --download --out /content/drive/MyDrive/dino
 
 Every ``DINOConfig`` field is a flag (``--teacher-temp 0.07``, ``--no-norm-last-layer``,
 ``--local-crops-number 6`` ...) with the help text of the field; ``--profile`` only
