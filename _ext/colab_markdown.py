@@ -92,7 +92,7 @@ class ColabMarkdown(SphinxTransform):
     default_priority = 500
 
     def apply(self, **kwargs: Any) -> None:
-        if self.env.doc2path(self.env.docname).suffix == ".ipynb":
+        if Path(self.env.doc2path(self.env.docname)).suffix == ".ipynb":
             for xref in list(self.document.findall(addnodes.pending_xref)):
                 if xref.get("refdomain") == "cite":
                     drop_companion(xref)
