@@ -136,7 +136,9 @@ class CrittersConfig:
             per-critter signature that survives DINO's colour jitter, so keep it narrow.
         lighting: (min, max) global brightness factor of the whole image.
         cast: maximum per-channel colour cast of the lighting.
-        clutter: (min, max) number of small clutter blobs of random colour.
+        clutter: (min, max) number of small clutter blobs of random colour. Few blobs
+            are a per-image signature that survives cropping; many blobs average out.
+        clutter_radius: (min, max) radius of a clutter blob.
         noise_std: per-pixel Gaussian noise.
     """
 
@@ -151,6 +153,7 @@ class CrittersConfig:
     lighting: tuple[float, float] = (0.8, 1.2)
     cast: float = 0.04
     clutter: tuple[int, int] = (0, 0)
+    clutter_radius: tuple[float, float] = (0.03, 0.07)
     noise_std: float = 0.03
 
     def __post_init__(self) -> None:
@@ -318,7 +321,7 @@ def _clutter(canvas: Tensor, cfg: CrittersConfig, g: torch.Generator) -> None:
     coords = (torch.arange(res, device=device, dtype=torch.float32) + 0.5) / res
     for i in range(hi):
         centres = torch.rand(n, 2, 1, generator=g, device=device)
-        radii = _uniform(2 * n, 0.03, 0.07, g, device).view(n, 2, 1)
+        radii = _uniform(2 * n, *cfg.clutter_radius, g, device).view(n, 2, 1)
         dx = ((coords.view(1, -1) - centres[:, 0]) / radii[:, 0]) ** 2
         dy = ((coords.view(1, -1) - centres[:, 1]) / radii[:, 1]) ** 2
         masks = (dy.unsqueeze(2) + dx.unsqueeze(1) <= 1) & (counts > i).view(n, 1, 1)
