@@ -61,12 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="run folder (resumed if it exists)")
     parser.add_argument("--data", default="{}", help="CrittersConfig fields as JSON")
     parser.add_argument("--recipe", default="{}", help="DINOConfig overrides as JSON")
+    parser.add_argument("--crops", default="{}", help="MultiCropConfig overrides as JSON")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_kw, recipe = json.loads(args.data), {**RECIPE, **json.loads(args.recipe)}
     data_cfg = CrittersConfig(**_tuples(data_kw))
-    cfg = DINOConfig(**recipe, out_dir=args.out, crops=MultiCropConfig(local_crops_number=4))
+    crops = MultiCropConfig(**{"local_crops_number": 4, **_tuples(json.loads(args.crops))})
+    cfg = DINOConfig(**recipe, out_dir=args.out, crops=crops)
     train, test = critters_splits(5000, 1000, seed=0, config=data_cfg)
     random_init = build_run_backbone(cfg)
     feats = [extract_features(random_init, x, progress=False) for x in (train.images, test.images)]

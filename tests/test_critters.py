@@ -120,12 +120,13 @@ def test_untypical_cues_happen_at_the_configured_rate():
 
 def test_raw_pixels_stay_weak():
     # The fitness bar of the dataset (README): raw-pixel k-NN at most 45 % on the split
-    # every chapter uses.
+    # every chapter uses. The measured 37.9 % also pins the generator's output.
     train, test = critters_splits(5000, 1000, seed=0)
     acc = knn_accuracy(
         pixel_features(train.images), train.labels, pixel_features(test.images), test.labels
     )["top1"]
-    assert 20 <= acc <= 45
+    assert acc <= 45
+    assert abs(acc - 37.9) <= 0.3
 
 
 def test_stream_is_deterministic_and_resumes():
