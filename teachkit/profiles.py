@@ -157,13 +157,19 @@ class Profile:
         """The value for this profile: ``P.choose(quick=2, full=100)``."""
         return quick if self.is_quick else full
 
-    def describe(self, model: torch.nn.Module | None = None, **more: object) -> str:
-        """One line per setting, ready to print at the top of a notebook."""
+    def describe(
+        self, model: torch.nn.Module | None = None, *, dataset: str | None = None, **more: object
+    ) -> str:
+        """One line per setting, ready to print at the top of a notebook.
+
+        ``dataset`` names the data a chapter uses when it is not the profile's default
+        (Chapters 3 and 5 use critters in the quick profile); ``more`` adds lines.
+        """
         lines = [
             f"profile   : {self.name}",
             f"device    : {self.device}",
             f"precision : {self.precision.name}",
-            f"dataset   : {self.dataset}",
+            f"dataset   : {dataset or self.dataset}",
         ]
         if model is not None:
             lines.append(f"model size: {count_parameters(model) / 1e6:.2f} M parameters")
