@@ -59,6 +59,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -75,6 +76,7 @@ from teachkit.data.shapes import (
     _paint,
     _smooth_field,
     _uniform,
+    _visible,
 )
 
 __all__ = [
@@ -496,14 +498,9 @@ def make_critter_scenes(
         canvas = torch.where(masks.unsqueeze(1), layer, canvas)
         full[:, k] = masks
         labels[:, k] = torch.where(active, lab, -1)
-    visible = full.clone()
-    later = torch.zeros_like(full[:, 0])
-    for k in reversed(range(hi)):
-        visible[:, k] &= ~later
-        later |= full[:, k]
     images = _finish(_light(canvas, cfg, g), _Noise(cfg.noise_std), g)
     parents = torch.full((n, hi), -1, dtype=torch.long, device=device)
-    return SceneBatch(images, labels, visible, counts, parents)
+    return SceneBatch(images, labels, _visible(full), counts, parents)
 
 
 class CrittersStream:
@@ -550,14 +547,9 @@ class CrittersStream:
 
     def at_step(self, step: int) -> CrittersStream:
         """The same stream, starting at ``step`` (for resuming a run)."""
-        return CrittersStream(
-            self.batch_size,
-            resolution=self.resolution,
-            seed=self.seed,
-            device=self.device,
-            config=self.config,
-            start_step=step,
-        )
+        resumed = copy.copy(self)
+        resumed.start_step = step
+        return resumed
 
     def __iter__(self) -> Iterator[ShapesBatch]:
         step = self.start_step

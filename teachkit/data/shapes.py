@@ -540,12 +540,17 @@ def make_scenes(
         if k == 0:
             prev_centre, prev_radius = centres, radii
     # Visible masks: an instance loses the pixels of every instance drawn after it.
+    return SceneBatch(_finish(canvas, cfg, g), labels, _visible(full), counts, parents)
+
+
+def _visible(full: torch.Tensor) -> torch.Tensor:
+    """Visible masks (N, K, H, W) from full ones: instance k loses every later one's pixels."""
     visible = full.clone()
     later = torch.zeros_like(full[:, 0])
-    for k in reversed(range(hi)):
+    for k in reversed(range(full.shape[1])):
         visible[:, k] &= ~later
         later |= full[:, k]
-    return SceneBatch(_finish(canvas, cfg, g), labels, visible, counts, parents)
+    return visible
 
 
 class ShapesStream:
