@@ -16,6 +16,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -57,6 +59,21 @@ def check_output_folder(path: str | os.PathLike[str], flag: str = "--out") -> No
         raise ValueError(f"{flag} {str(out)!r}: the folder {existing} is not writable")
 
 
+@contextmanager
+def usage_errors(args: argparse.Namespace, *errors: type[Exception]) -> Iterator[None]:
+    """Turn ``errors`` (default ValueError) raised inside into a usage error of the
+    command's parser (``args._parser``: message and exit status 2, no traceback); without
+    a parser (called from Python) they propagate unchanged."""
+    caught = errors or (ValueError,)
+    try:
+        yield
+    except caught as err:
+        parser = getattr(args, "_parser", None)
+        if parser is None:
+            raise
+        parser.error(str(err))
+
+
 def check_device(name: str | None, flag: str = "--device") -> None:
     """Raise a ValueError unless ``name`` (None: pick the best) is a device of this machine."""
     if name is None:
@@ -75,7 +92,7 @@ def check_device(name: str | None, flag: str = "--device") -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     """Check every flag before the first step; a usage error (exit 2) if one is wrong."""
-    try:
+    with usage_errors(args):
         for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
@@ -91,11 +108,6 @@ def _check_args(args: argparse.Namespace) -> None:
             _check_arch(args.arch, args.patch_size, args.conv_stem)
         check_output_folder(args.out)
         check_device(args.device)
-    except ValueError as err:
-        parser = getattr(args, "_parser", None)
-        if parser is None:
-            raise
-        parser.error(str(err))
 
 
 def _common(p: argparse.ArgumentParser, steps: int) -> None:

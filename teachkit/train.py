@@ -284,21 +284,16 @@ def _check_dino_args(args: argparse.Namespace, cfg) -> None:
 def _prepare_dino(args: argparse.Namespace):
     """Config, data and k-NN data, checked before the first step: a configuration error
     is a usage error (``parser.error``: message and exit status 2, no traceback)."""
-    from teachkit.baselines import check_device, check_output_folder
+    from teachkit.baselines import check_device, check_output_folder, usage_errors
     from teachkit.dino.trainer import check_run_inputs
 
-    try:
+    with usage_errors(args, ValueError, FileNotFoundError):
         cfg = dino_config_from_args(args)
         _check_dino_args(args, cfg)
         check_output_folder(cfg.out_dir)
         check_device(cfg.device)
         data, eval_data = _dino_data(args, cfg)
         check_run_inputs(cfg, eval_data)
-    except (ValueError, FileNotFoundError) as err:
-        parser = getattr(args, "_parser", None)
-        if parser is None:
-            raise
-        parser.error(str(err))
     return cfg, data, eval_data
 
 

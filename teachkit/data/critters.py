@@ -428,14 +428,7 @@ def make_critters(
     _clutter(canvas, cfg, g)
     masks = _draw_critters(canvas, labels, centres, radii, cfg, g)
     canvas = _light(canvas, cfg, g)
-    return ShapesBatch(_finish(canvas, _Noise(cfg.noise_std), g), labels, masks)
-
-
-@dataclass(frozen=True)
-class _Noise:
-    """The one field :func:`teachkit.data.shapes._finish` reads."""
-
-    noise_std: float
+    return ShapesBatch(_finish(canvas, cfg, g), labels, masks)
 
 
 def critters_splits(
@@ -498,7 +491,7 @@ def make_critter_scenes(
         canvas = torch.where(masks.unsqueeze(1), layer, canvas)
         full[:, k] = masks
         labels[:, k] = torch.where(active, lab, -1)
-    images = _finish(_light(canvas, cfg, g), _Noise(cfg.noise_std), g)
+    images = _finish(_light(canvas, cfg, g), cfg, g)
     parents = torch.full((n, hi), -1, dtype=torch.long, device=device)
     return SceneBatch(images, labels, _visible(full), counts, parents)
 

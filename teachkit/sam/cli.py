@@ -52,24 +52,19 @@ def _names(text: str) -> tuple[str, ...]:
 def _config_from_args(args: argparse.Namespace, cls: type) -> Any:
     """The config from the flags, checked with the run flags before any training: a bad
     value is a usage error (``parser.error``: message, exit status 2, no traceback)."""
-    from teachkit.baselines import check_device, check_output_folder
+    from teachkit.baselines import check_device, check_output_folder, usage_errors
 
     values = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(cls)
         if getattr(args, f.name, None) is not None
     }
-    try:
+    with usage_errors(args):
         cfg = cls(**values)
         if args.eval_scenes < 1:
             raise ValueError(f"--eval-scenes must be >= 1, got {args.eval_scenes}")
         check_output_folder(args.out)
         check_device(cfg.device)
-    except ValueError as err:
-        parser = getattr(args, "_parser", None)
-        if parser is None:
-            raise
-        parser.error(str(err))
     return cfg
 
 
