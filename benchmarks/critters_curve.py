@@ -63,15 +63,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipe", default="{}", help="DINOConfig overrides as JSON")
     parser.add_argument("--crops", default="{}", help="MultiCropConfig overrides as JSON")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
+    parser.add_argument(
+        "--split",
+        type=int,
+        nargs=2,
+        default=(5000, 1000),
+        metavar=("TRAIN", "TEST"),
+        help="k-NN bank and query sizes of critters_splits(TRAIN, TEST, seed=0) (5000 1000)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="where to draw, train and evaluate (cpu; cuda on a GPU)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data_kw, recipe = json.loads(args.data), {**RECIPE, **json.loads(args.recipe)}
+    device = torch.device(args.device)
+    data_kw = json.loads(args.data)
+    recipe = {**RECIPE, "device": str(device), **json.loads(args.recipe)}
     data_cfg = CrittersConfig(**_tuples(data_kw))
     crops = MultiCropConfig(**{"local_crops_number": 4, **_tuples(json.loads(args.crops))})
     cfg = DINOConfig(**recipe, out_dir=args.out, crops=crops)
-    train, test = critters_splits(5000, 1000, seed=0, config=data_cfg)
-    random_init = build_run_backbone(cfg)
-    feats = [extract_features(random_init, x, progress=False) for x in (train.images, test.images)]
+    train, test = critters_splits(*args.split, seed=0, config=data_cfg)
+    random_init = build_run_backbone(cfg).to(device)
+    feats = [
+        extract_features(random_init, x, device=device, progress=False)
+        for x in (train.images, test.images)
+    ]
     r0 = knn_accuracy(feats[0], train.labels, feats[1], test.labels)["top1"]
     print(f"random init: k-NN top-1 {r0:.1f} %", flush=True)
     argv = sys.argv[1:] if argv is None else argv
@@ -80,18 +96,24 @@ def main(argv: list[str] | None = None) -> None:
         "dataset": "critters",
         "data_variant": data_kw,
         "random_init_knn_top1": round(float(r0), 2),
-        "hardware": hardware_name(torch.device("cpu")),
+        "hardware": hardware_name(device),
     }
-    stream = CrittersStream(cfg.batch_size, seed=cfg.seed, config=data_cfg)
-    history = train_dino(
+    stream = CrittersStream(cfg.batch_size, seed=cfg.seed, config=data_cfg, device=device)
+
+    def report(kind: str, record: dict) -> bool:
+        if kind == "epoch":
+            knn = record.get("knn_top1", float("nan"))
+            print(f"step {record['step']:5d}: k-NN top-1 {knn:.1f} %", flush=True)
+        return False
+
+    train_dino(
         cfg,
         stream,
         eval_data=(train.images, train.labels, test.images, test.labels),
+        callbacks=[report],
         progress=False,
         run_info=run_info,
     )
-    for epoch in history.epochs:
-        print(f"step {epoch['step']:5d}: k-NN top-1 {epoch.get('knn_top1', float('nan')):.1f} %")
 
 
 if __name__ == "__main__":

@@ -150,6 +150,8 @@ class CrittersConfig:
         clutter: (min, max) number of small clutter blobs of random colour. Few blobs
             are a per-image signature that survives cropping; many blobs average out.
         clutter_radius: (min, max) radius of a clutter blob.
+        texture_frequency: (min, max) angular frequency of stripes, spots and checks, in
+            multiples of pi per critter radius (higher is finer).
         noise_std: per-pixel Gaussian noise.
     """
 
@@ -165,6 +167,7 @@ class CrittersConfig:
     cast: float = 0.04
     clutter: tuple[int, int] = (10, 16)
     clutter_radius: tuple[float, float] = (0.03, 0.06)
+    texture_frequency: tuple[float, float] = (2.2, 3.0)
     noise_std: float = 0.03
 
     def __post_init__(self) -> None:
@@ -289,10 +292,12 @@ def _critter_colours(colour: Tensor, cfg: CrittersConfig, g: torch.Generator) ->
     return _hsv_to_rgb(hue, sat, val)
 
 
-def _texture(kind: Tensor, u: Tensor, v: Tensor, g: torch.Generator) -> Tensor:
+def _texture(
+    kind: Tensor, u: Tensor, v: Tensor, cfg: CrittersConfig, g: torch.Generator
+) -> Tensor:
     """(N, H, W) multiplicative shading of each texture kind in local coordinates."""
     n, device = kind.shape[0], kind.device
-    freq = _uniform(n, 2.2, 3.0, g, device).view(n, 1, 1) * math.pi
+    freq = _uniform(n, *cfg.texture_frequency, g, device).view(n, 1, 1) * math.pi
     shade = torch.ones_like(u)
     stripes = 0.55 + 0.45 * (torch.sin(freq * u) > 0).float()
     spots = 1 - 0.5 * ((torch.cos(freq * u) * torch.cos(freq * v)) > 0.55).float()
@@ -363,7 +368,7 @@ def _draw_critters(
     colour = _maybe_untypical(_typical(labels, "colour"), cfg.colour_p, g)
     texture = _maybe_untypical(_typical(labels, "texture"), cfg.texture_p, g)
     base = _critter_colours(colour, cfg, g).view(n, 3, 1, 1)
-    body = base * _texture(texture, u, v, g).unsqueeze(1)
+    body = base * _texture(texture, u, v, cfg, g).unsqueeze(1)
     canvas.copy_(torch.where(masks.unsqueeze(1), body, canvas))
     return masks
 

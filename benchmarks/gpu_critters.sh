@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# The critters design sweep and the long DINO runs, on one GPU, in about 8 minutes.
+#
+# Phase 1 (SWEEP_S): the 1,000-step learning curve of issue 12 (small CNN, batch 128,
+# `benchmarks/critters_curve.py`) for every variant below at once: data variants
+# (CrittersConfig fields), multi-crop variants and recipe variants, each against its own
+# random initialisation. Phase 2 (until LIMIT_S): the two variants with the largest gain
+# at the end of their curve train the long versions of the shipped models, small CNN and
+# ViT-nano (conv stem) at batch 512 for up to 3,000 steps; the long runs of the current
+# defaults ("J") start at once, beside the sweep. Every run is the repository's own code
+# (`python benchmarks/critters_curve.py`, which records its command in metrics.json).
+#
+# Files under $OUT (at most 8): summary.json (each run's curve, gain over random init,
+# steps, wall time, command), sweep.md (the table), runs.tar (each run's metrics.json),
+# checkpoints_cnn.tar and checkpoints_vit.tar (the long runs), logs.tar.
+#
+# On the device machine:   bash benchmarks/gpu_critters.sh
+# CPU smoke test (tiny):   OUT=/tmp/gpu_critters bash benchmarks/gpu_critters.sh --tiny
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/teachkit-critters}"
+RUNS="${RUNS:-/tmp/teachkit-critters-runs}"
+rm -rf "$RUNS" && mkdir -p "$OUT" "$RUNS/logs"
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+START=$(date +%s)
+
+if [ "${1:-}" = "--tiny" ]; then
+    DEVICE=cpu SWEEP_S=240 LIMIT_S=420
+    CURVE='{"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "checkpoint_every": 2}'
+    LONG='{"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "warmup_epochs": 1,
+           "checkpoint_every": 2}'
+    SPLIT=(--split 200 100)
+else
+    DEVICE=cuda SWEEP_S=170 LIMIT_S=440
+    CURVE='{"precision": "fp32"}'  # the arithmetic of the CPU curve
+    LONG='{"epochs": 30, "steps_per_epoch": 100, "batch_size": 512, "warmup_epochs": 3,
+           "checkpoint_every": 200}'
+    SPLIT=(--split 5000 1000)
+fi
+VIT='{"arch": "vit_nano", "conv_stem": true, "patch_size": 4, "drop_path_rate": 0.0,
+      "lr": 0.002}'
+
+echo "== card"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null ||
+    echo "no nvidia-smi: CPU run"
+
+# name | CrittersConfig fields | MultiCropConfig fields | DINOConfig fields
+VARIANTS=(
+    'J|{}|{}|{}'
+    'coarse_texture|{"texture_frequency": [1.2, 1.8]}|{}|{}'
+    'big|{"radius": [0.32, 0.46]}|{}|{}'
+    'big_coarse|{"radius": [0.32, 0.46], "texture_frequency": [1.2, 1.8]}|{}|{}'
+    'context40|{"context_p": 0.4}|{}|{}'
+    'colour40|{"colour_p": 0.4}|{}|{}'
+    'colour80_context10|{"colour_p": 0.8, "context_p": 0.1}|{}|{}'
+    'clutter4_8|{"clutter": [4, 8]}|{}|{}'
+    'local15_50|{}|{"local_crops_scale": [0.15, 0.5]}|{}'
+    'global30_local10|{}|{"global_crops_scale": [0.3, 1.0], "local_crops_scale": [0.1, 0.4]}|{}'
+    'lr3e-3|{}|{}|{"lr": 0.003}'
+    'local8|{}|{"local_crops_number": 8}|{}'
+    'K4096|{}|{}|{"out_dim": 4096}'
+    'big_coarse_local15|{"radius": [0.32, 0.46], "texture_frequency": [1.2, 1.8]}|{"local_crops_scale": [0.15, 0.5]}|{}'
+    'big_coarse_local15_lr3e-3|{"radius": [0.32, 0.46], "texture_frequency": [1.2, 1.8]}|{"local_crops_scale": [0.15, 0.5]}|{"lr": 0.003}'
+)
+
+merge() { # merge JSON objects left to right
+    python3 -c 'import json,sys; d={}; [d.update(json.loads(a)) for a in sys.argv[1:]]; print(json.dumps(d))' "$@"
+}
+
+curve() { # curve NAME DATA CROPS RECIPE LIMIT: one background run
+    local name=$1 data=$2 crops=$3 recipe=$4 limit=$5
+    timeout -s INT -k 20 "$limit" python3 benchmarks/critters_curve.py --device "$DEVICE" \
+        "${SPLIT[@]}" --out "$RUNS/$name" --data "$data" --crops "$crops" \
+        --recipe "$recipe" >"$RUNS/logs/$name.log" 2>&1 &
+}
+
+long_runs() { # long_runs NAME DATA CROPS RECIPE LIMIT: the CNN and the ViT of a variant
+    local name=$1 data=$2 crops=$3 recipe=$4 limit=$5
+    curve "long_cnn_$name" "$data" "$crops" "$(merge "$recipe" "$LONG")" "$limit"
+    curve "long_vit_$name" "$data" "$crops" "$(merge "$recipe" "$LONG" "$VIT")" "$limit"
+}
+
+echo "== phase 1: ${#VARIANTS[@]} curves (limit ${SWEEP_S} s) and the long runs of J"
+long_runs J '{}' '{}' '{}' "$LIMIT_S"
+SWEEP_PIDS=()
+for v in "${VARIANTS[@]}"; do
+    IFS='|' read -r name data crops recipe <<<"$v"
+    curve "$name" "$data" "$crops" "$(merge "$recipe" "$CURVE")" "$SWEEP_S"
+    SWEEP_PIDS+=($!)
+done
+wait "${SWEEP_PIDS[@]}"
+echo "== phase 1 done after $(($(date +%s) - START)) s"
+
+# The summary: per run, its curve, the gain of its last k-NN over its random init.
+summarise() {
+    python3 - "$RUNS" "$OUT" "$@" <<'PY'
+import json, pathlib, sys
+runs, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+rows = {}
+for run in sorted(p for p in runs.iterdir() if (p / "metrics.json").is_file()):
+    m = json.loads((run / "metrics.json").read_text())
+    info, epochs = m.get("run", {}), m.get("epochs", [])
+    curve = [round(e["knn_top1"], 1) for e in epochs if "knn_top1" in e]
+    r0 = info.get("random_init_knn_top1")
+    rows[run.name] = {
+        "random_init": r0,
+        "curve": curve,
+        "steps": epochs[-1]["step"] if epochs else 0,
+        "gain_last": round(curve[-1] - r0, 1) if curve and r0 is not None else None,
+        "gain_peak": round(max(curve) - r0, 1) if curve and r0 is not None else None,
+        "elapsed_s": epochs[-1].get("elapsed_s") if epochs else None,
+        "hardware": info.get("hardware"),
+        "command": info.get("command"),
+    }
+(out / "summary.json").write_text(json.dumps(rows, indent=1))
+lines = ["| run | random init | gain last | gain peak | steps | s | curve |", "|" + " --- |" * 7]
+for name, r in rows.items():
+    lines.append(f"| {name} | {r['random_init']} | {r['gain_last']} | {r['gain_peak']} | "
+                 f"{r['steps']} | {r['elapsed_s']} | {', '.join(map(str, r['curve']))} |")
+(out / "sweep.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+}
+summarise
+
+# Phase 2: the long runs of the two best variants other than J (by the mean gain of
+# their last two monitors, among curves that reached at least 80 % of their steps).
+WINNERS=$(python3 - "$RUNS" <<'PY'
+import json, pathlib, sys
+runs = pathlib.Path(sys.argv[1])
+scored = []
+for run in runs.iterdir():
+    if run.name == "J" or run.name.startswith("long_") or not (run / "metrics.json").is_file():
+        continue
+    m = json.loads((run / "metrics.json").read_text())
+    knn = [e["knn_top1"] for e in m["epochs"] if "knn_top1" in e]
+    if len(knn) >= 2 and len(m["epochs"]) >= 0.8 * m["config"]["epochs"]:
+        scored.append((sum(knn[-2:]) / 2 - m["run"]["random_init_knn_top1"], run.name))
+print(" ".join(name for _, name in sorted(scored, reverse=True)[:2]))
+PY
+)
+LEFT=$((LIMIT_S - ($(date +%s) - START)))
+echo "== phase 2: long runs of [$WINNERS] for ${LEFT} s"
+for w in $WINNERS; do
+    for v in "${VARIANTS[@]}"; do
+        IFS='|' read -r name data crops recipe <<<"$v"
+        [ "$name" = "$w" ] && long_runs "$name" "$data" "$crops" "$recipe" "$LEFT"
+    done
+done
+wait
+echo "== runs finished after $(($(date +%s) - START)) s"
+summarise >/dev/null
+
+# runs.tar: every metrics.json; checkpoints_{cnn,vit}.tar: the long runs, each with its
+# metrics.json and a checkpoint of the teacher's backbone alone (no head, student or
+# optimiser: what ship-dino reads), under 16 MB per file.
+SLIM="$RUNS-slim"
+rm -rf "$SLIM" && mkdir -p "$SLIM"
+python3 - "$RUNS" "$SLIM" <<'PY'
+import pathlib, shutil, sys
+import torch
+runs, slim = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for run in sorted(p for p in runs.iterdir() if (p / "metrics.json").is_file()):
+    (slim / run.name).mkdir()
+    shutil.copy(run / "metrics.json", slim / run.name / "metrics.json")
+    if run.name.startswith("long_") and (run / "checkpoint.pt").is_file():
+        ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+        keep = {k: ckpt[k] for k in ("config", "step", "epoch") if k in ckpt}
+        keep["teacher"] = {k: v for k, v in ckpt["teacher"].items() if k.startswith("backbone.")}
+        torch.save(keep, slim / run.name / "checkpoint.pt")
+PY
+tar -cf "$OUT/runs.tar" -C "$SLIM" --exclude checkpoint.pt .
+tar -cf "$OUT/checkpoints_cnn.tar" -C "$SLIM" $(cd "$SLIM" && ls -d long_cnn_*)
+tar -cf "$OUT/checkpoints_vit.tar" -C "$SLIM" $(cd "$SLIM" && ls -d long_vit_*)
+tar -cf "$OUT/logs.tar" -C "$RUNS/logs" .
+ls -la "$OUT"
+echo "== done in $(($(date +%s) - START)) s"
