@@ -120,14 +120,24 @@ def test_a_small_cnn_learns_the_critter_classes():
 
 
 def test_dino_learns_on_critters_and_not_on_shapes():
-    """What Chapter 3 tells: on critters the shipped DINO CNN ends well above its random
-    initialisation and raw pixels; on shapes DINO stays level with its random init."""
-    critters = pretrained.load_card("dino_cnn_critters").results
-    assert critters["knn_top1_percent"] >= critters["random_init_knn_top1_percent"] + 5
-    assert critters["knn_top1_percent"] >= critters["pixels_knn_top1_percent"] + 7
+    """What Chapter 3 tells: on critters DINO climbs above its random initialisation and
+    raw pixels already in the 1,000-step CPU curve; on shapes it stays level with its
+    random init."""
+    curve = pretrained.load_card("dino_cnn_critters_curve").results
+    assert curve["knn_top1_percent"] >= curve["random_init_knn_top1_percent"] + 5
+    assert curve["knn_top1_percent"] >= curve["pixels_knn_top1_percent"] + 7
     for name in ("dino_cnn_shapes", "dino_vit_nano_shapes"):
         shapes = pretrained.load_card(name).results
         assert abs(shapes["knn_top1_percent"] - shapes["random_init_knn_top1_percent"]) < 3
+
+
+@pytest.mark.parametrize("name", ["dino_cnn_critters", "dino_vit_nano_critters"])
+def test_shipped_critters_dino_models_meet_the_bar(name):
+    """Issue 12's bar for the shipped DINO models: k-NN >= random init + 20 points and
+    >= raw pixels + 25 points (the cards' figures, re-measured by the test above)."""
+    results = pretrained.load_card(name).results
+    assert results["knn_top1_percent"] >= results["random_init_knn_top1_percent"] + 20
+    assert results["knn_top1_percent"] >= results["pixels_knn_top1_percent"] + 25
 
 
 def test_shipped_tiny_sam_reproduces_its_card():
