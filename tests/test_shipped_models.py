@@ -31,8 +31,9 @@ def _builders():
         return model, model.backbone, None
 
     return {
-        "ch1_autoencoder_shapes": autoencoder,
-        "ch1_contrastive_shapes": contrastive,
+        "ch1_autoencoder_critters": autoencoder,  # Chapter 1
+        "ch1_contrastive_critters": contrastive,
+        "ch1_contrastive_shapes": contrastive,  # Chapter 3: the shortcut study
         "contrastive_shapes_shortcuts": contrastive,  # Chapter 3: trained with shortcuts
         "shapes_small_cnn_supervised": supervised_cnn,
     }
@@ -42,9 +43,13 @@ KNN_MODELS = [n for n in pretrained.available() if n in _builders()]
 
 
 @pytest.fixture(scope="module")
-def split():
+def splits():
+    """The split each card names, by dataset, drawn once."""
+    from teachkit.data.critters import critters_splits
+
     torch.set_num_threads(1)  # deterministic reductions, and fast on a shared machine
-    return shapes_splits(5000, 1000, seed=0)
+    return {"shapes": shapes_splits(5000, 1000, seed=0),
+            "critters": critters_splits(5000, 1000, seed=0)}
 
 
 DINO_MODELS = [n for n in pretrained.available() if pretrained.load_card(n).config.get("arch")]
@@ -75,10 +80,10 @@ def test_shipped_dino_backbone_reproduces_its_card(name):
 
 
 @pytest.mark.parametrize("name", KNN_MODELS)
-def test_shipped_model_reproduces_its_knn_accuracy(name, split):
+def test_shipped_model_reproduces_its_knn_accuracy(name, splits):
     model, features, preprocess = _builders()[name]()
     card = pretrained.load_shipped(name, model)
-    train, test = split
+    train, test = splits["critters" if card.data.startswith("critters") else "shapes"]
     kw = dict(progress=False, preprocess=preprocess)
     bank = extract_features(features, train.images, **kw)
     queries = extract_features(features, test.images, **kw)
