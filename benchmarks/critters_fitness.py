@@ -25,8 +25,8 @@ import time
 import torch
 
 from teachkit.data.critters import critters_splits
-from teachkit.dino.trainer import build_backbone
 from teachkit.knn import extract_features, knn_accuracy, pixel_features
+from teachkit.models.registry import build_backbone
 
 
 def colour_histogram(images: torch.Tensor, bins: int = 4) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch
 
 from teachkit.data.datasets import PROCEDURAL, procedural_splits, procedural_stream
 from teachkit.knn import extract_features, knn_accuracy
+from teachkit.models.registry import build_backbone, check_arch, is_vit
 from teachkit.pretrained import ModelCard, save_shipped
 from teachkit.profiles import pick_device, seed_everything
 
@@ -237,7 +238,10 @@ def _run_supervised(args) -> None:
     seed_everything(args.seed)
     device = pick_device(args.device)
     start = time.perf_counter()
-    model = Classifier(_backbone(args.arch, args.patch_size, args.conv_stem), num_classes=10)
+    backbone = build_backbone(
+        args.arch, patch_size=args.patch_size, img_size=32, conv_stem=args.conv_stem
+    )
+    model = Classifier(backbone, num_classes=10)
     stream = procedural_stream(args.dataset, args.batch_size, seed=args.seed, device=device)
     losses = train_supervised(model, stream, steps=args.steps, lr=args.lr, device=device)
     model.cpu()
@@ -249,27 +253,10 @@ def _run_supervised(args) -> None:
 
 
 def _check_arch(arch: str, patch_size: int, conv_stem: bool) -> None:
-    from teachkit.models.vit import VIT_SIZES
-
-    if arch in ("small_cnn", "resnet18"):
-        if conv_stem:
-            raise ValueError(f"--conv-stem applies to ViTs only, not to {arch!r}")
-    elif arch in VIT_SIZES:
-        if patch_size < 1 or 32 % patch_size:
-            raise ValueError(f"--patch-size must divide the 32-pixel images, got {patch_size}")
-    else:
-        raise ValueError(
-            f"unknown arch {arch!r}; expected small_cnn, resnet18 or {list(VIT_SIZES)}"
-        )
-
-
-def _backbone(arch: str, patch_size: int, conv_stem: bool = False) -> torch.nn.Module:
-    from teachkit.models.resnet import resnet18_cifar, small_cnn
-    from teachkit.models.vit import build_vit
-
-    _check_arch(arch, patch_size, conv_stem)
-    if arch == "small_cnn":
-        return small_cnn()
-    if arch == "resnet18":
-        return resnet18_cifar()
-    return build_vit(arch, patch_size=patch_size, img_size=32, conv_stem=conv_stem)
+    """The flags of ``supervised``, named as the user typed them; :func:`build_backbone`
+    refuses the same arguments when called from Python."""
+    check_arch(arch)
+    if not is_vit(arch) and conv_stem:
+        raise ValueError(f"--conv-stem applies to ViTs only, not to {arch!r}")
+    if is_vit(arch) and (patch_size < 1 or 32 % patch_size):
+        raise ValueError(f"--patch-size must divide the 32-pixel images, got {patch_size}")

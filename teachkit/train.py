@@ -37,6 +37,7 @@ from typing import Any
 
 from teachkit import distributed as dist
 from teachkit.data.datasets import DATASETS, PROCEDURAL, make_procedural, procedural_stream
+from teachkit.models.registry import ARCHS
 
 __all__ = ["PRESETS", "COMMANDS", "build_parser", "dino_config_from_args", "main"]
 
@@ -80,7 +81,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 _NO_FLAG = {"crops"}  # nested config: its fields get flags of their own
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "arch": ("vit_nano", "vit_tiny", "vit_small", "vit_base", "resnet18", "small_cnn"),
+    "arch": ARCHS,
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "interpolation": ("bicubic", "bilinear"),
 }

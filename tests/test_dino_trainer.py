@@ -123,7 +123,7 @@ def test_without_ema_the_teacher_is_a_copy_of_the_student():
 
 
 def test_conv_stem_reaches_the_vit_and_is_refused_for_cnns():
-    from teachkit.dino.trainer import build_backbone
+    from teachkit.models.registry import build_backbone
 
     vit = build_backbone("vit_nano", patch_size=4, img_size=32, conv_stem=True)
     assert vit.patch_embed.conv_stem and vit(torch.zeros(2, 3, 32, 32)).shape == (2, vit.embed_dim)

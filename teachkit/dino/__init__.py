@@ -28,7 +28,6 @@ from teachkit.dino.trainer import (
     History,
     ImageBatches,
     NonFiniteLossError,
-    build_backbone,
     train_dino,
 )
 
@@ -45,7 +44,6 @@ __all__ = [
     "MultiCropWrapper",
     "NonFiniteLossError",
     "ViewParams",
-    "build_backbone",
     "build_teacher",
     "cancel_gradients_last_layer",
     "clip_gradients",

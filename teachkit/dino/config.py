@@ -11,10 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from teachkit.dino.augment import MultiCropConfig
+from teachkit.models.registry import ARCHS
 
-__all__ = ["ARCHS", "DINOConfig"]
-
-ARCHS: tuple[str, ...] = ("vit_nano", "vit_tiny", "vit_small", "vit_base", "resnet18", "small_cnn")
+__all__ = ["DINOConfig"]
 
 
 def _opt(default: Any, help: str) -> Any:

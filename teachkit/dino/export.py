@@ -29,6 +29,7 @@ from torch import nn
 
 from teachkit.checkpoint import load_checkpoint
 from teachkit.dino.config import DINOConfig
+from teachkit.models.registry import build_backbone
 from teachkit.pretrained import ModelCard, save_card, save_shipped
 from teachkit.profiles import seed_everything
 
@@ -45,8 +46,6 @@ def build_run_backbone(config: DINOConfig) -> nn.Module:
     The trainer seeds with ``config.seed`` before building the student, so this is
     exactly the network training started from.
     """
-    from teachkit.dino.trainer import build_backbone
-
     seed_everything(config.seed)
     return build_backbone(
         config.arch,

@@ -60,7 +60,7 @@ from teachkit.checkpoint import capture_rng_state, load_latest, restore_rng_stat
 from teachkit.data.stream import ImageBatches, mix_seed
 from teachkit.dino.augment import to_float_image
 from teachkit.dino.batched_augment import BatchedMultiCrop
-from teachkit.dino.config import ARCHS, DINOConfig
+from teachkit.dino.config import DINOConfig
 from teachkit.dino.head import DINOHead, MultiCropWrapper, cancel_gradients_last_layer
 from teachkit.dino.loss import DINOLoss, DINOLossOutput
 from teachkit.dino.schedules import (
@@ -71,6 +71,7 @@ from teachkit.dino.schedules import (
     teacher_temp_schedule,
 )
 from teachkit.dino.teacher import build_teacher, update_teacher
+from teachkit.models.registry import build_backbone
 from teachkit.profiles import BF16, FP16, FP32, Precision, pick_precision, seed_everything
 
 __all__ = [
@@ -79,7 +80,6 @@ __all__ = [
     "ImageBatches",
     "NonFiniteLossError",
     "UniformCollapseError",
-    "build_backbone",
     "check_run_inputs",
     "train_dino",
 ]
@@ -131,43 +131,6 @@ class History:
 
     def save_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
-
-
-def build_backbone(
-    arch: str,
-    *,
-    patch_size: int = 4,
-    img_size: int = 32,
-    drop_path_rate: float = 0.0,
-    conv_stem: bool = False,
-) -> nn.Module:
-    """A backbone with ``embed_dim`` and ``forward(x) -> (B, D)``, by name (``ARCHS``).
-
-    ``patch_size``, ``drop_path_rate`` and ``conv_stem`` apply to the ViTs only.
-    """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {list(ARCHS)}")
-    if arch.startswith("vit_"):
-        from teachkit.models.vit import build_vit
-
-        return build_vit(
-            arch,
-            patch_size=patch_size,
-            img_size=img_size,
-            drop_path_rate=drop_path_rate,
-            conv_stem=conv_stem,
-        )
-    if conv_stem:
-        raise ValueError(f"conv_stem applies to ViTs only, not to arch {arch!r}")
-    if arch == "resnet18":
-        from teachkit.models.resnet import resnet18_cifar
-
-        return resnet18_cifar()
-    if arch == "small_cnn":
-        from teachkit.models.resnet import small_cnn
-
-        return small_cnn()
-    raise AssertionError(arch)
 
 
 def _images_of(item: Any, expected_batch: int) -> Tensor:

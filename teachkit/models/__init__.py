@@ -4,6 +4,7 @@ Every backbone maps images (B, C, H, W) to one feature vector per image (B, embe
 and has an ``embed_dim`` attribute; none has a classifier.
 """
 
+from teachkit.models.registry import ARCHS, build_backbone
 from teachkit.models.resnet import ResNet, SmallCNN, resnet18_cifar, small_cnn
 from teachkit.models.vit import (
     VIT_SIZES,
@@ -16,10 +17,12 @@ from teachkit.models.vit import (
 )
 
 __all__ = [
+    "ARCHS",
     "VIT_SIZES",
     "ResNet",
     "SmallCNN",
     "VisionTransformer",
+    "build_backbone",
     "build_vit",
     "resnet18_cifar",
     "small_cnn",
