@@ -25,13 +25,13 @@ import sys
 
 import torch
 
-from teachkit.baselines import hardware_name
 from teachkit.data.critters import CrittersConfig, CrittersStream, critters_splits
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.config import DINOConfig
 from teachkit.dino.export import build_run_backbone
 from teachkit.dino.trainer import train_dino
 from teachkit.knn import extract_features, knn_accuracy
+from teachkit.profiles import hardware_name
 
 #: The recipe of the curve (the shipped small CNN's, with a 1,000-step schedule).
 RECIPE = dict(

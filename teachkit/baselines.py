@@ -12,83 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from teachkit.cli_checks import check_device, check_output_folder, usage_errors
 from teachkit.data.datasets import PROCEDURAL, procedural_splits, procedural_stream
 from teachkit.knn import extract_features, knn_accuracy
 from teachkit.models.registry import build_backbone, check_arch, is_vit
 from teachkit.pretrained import ModelCard, save_shipped
-from teachkit.profiles import pick_device, seed_everything
+from teachkit.profiles import hardware_name, pick_device, seed_everything
 
-__all__ = ["add_commands", "check_device", "check_output_folder", "hardware_name"]
-
-
-def hardware_name(device: torch.device) -> str:
-    """A readable name of where training ran: the GPU's name, or the CPU and its cores."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or "CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    n = torch.get_num_threads()
-    return f"{cpu}, {n} thread{'' if n == 1 else 's'} ({os.cpu_count()} cores visible)"
-
-
-def check_output_folder(path: str | os.PathLike[str], flag: str = "--out") -> None:
-    """Raise a ValueError unless a folder can be made (or exists) at ``path``.
-
-    Checked before training so that no run dies at its first save: ``path`` must not be
-    a file, nor lie under one, and its nearest existing folder must be writable.
-    """
-    out = Path(path).expanduser()
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir():
-        where = "is an existing file" if existing == out else f"lies under the file {existing}"
-        raise ValueError(f"{flag} {str(out)!r} {where}; it must name a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {str(out)!r}: the folder {existing} is not writable")
-
-
-@contextmanager
-def usage_errors(args: argparse.Namespace, *errors: type[Exception]) -> Iterator[None]:
-    """Turn ``errors`` (default ValueError) raised inside into a usage error of the
-    command's parser (``args._parser``: message and exit status 2, no traceback); without
-    a parser (called from Python) they propagate unchanged."""
-    caught = errors or (ValueError,)
-    try:
-        yield
-    except caught as err:
-        parser = getattr(args, "_parser", None)
-        if parser is None:
-            raise
-        parser.error(str(err))
-
-
-def check_device(name: str | None, flag: str = "--device") -> None:
-    """Raise a ValueError unless ``name`` (None: pick the best) is a device of this machine."""
-    if name is None:
-        return
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"{flag} {name!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{flag} {name}: no GPU is available to PyTorch here; use cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"{flag} {name}: there are {torch.cuda.device_count()} GPU(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{flag} {name}: MPS is not available here; use cpu")
+__all__ = ["add_commands"]
 
 
 def _check_args(args: argparse.Namespace) -> None:

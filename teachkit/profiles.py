@@ -1,4 +1,5 @@
-"""Run profiles (``quick`` / ``full``), device and precision selection, and seeding.
+"""Run profiles (``quick`` / ``full``), device and precision selection, seeding, and the
+readable name of the hardware a run used (:func:`hardware_name`, for model cards).
 
 Every notebook of the course starts with::
 
@@ -21,6 +22,7 @@ Sizes that differ between profiles are written at the call site with
 from __future__ import annotations
 
 import os
+import platform
 import random
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -33,6 +35,7 @@ __all__ = [
     "Precision",
     "Profile",
     "get_profile",
+    "hardware_name",
     "pick_device",
     "pick_precision",
     "seed_everything",
@@ -59,6 +62,20 @@ def pick_device(prefer: str | None = None) -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def hardware_name(device: torch.device) -> str:
+    """A readable name of where training ran: the GPU's name, or the CPU and its cores."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    n = torch.get_num_threads()
+    return f"{cpu}, {n} thread{'' if n == 1 else 's'} ({os.cpu_count()} cores visible)"
 
 
 @dataclass(frozen=True)

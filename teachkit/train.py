@@ -285,7 +285,7 @@ def _check_dino_args(args: argparse.Namespace, cfg) -> None:
 def _prepare_dino(args: argparse.Namespace):
     """Config, data and k-NN data, checked before the first step: a configuration error
     is a usage error (``parser.error``: message and exit status 2, no traceback)."""
-    from teachkit.baselines import check_device, check_output_folder, usage_errors
+    from teachkit.cli_checks import check_device, check_output_folder, usage_errors
     from teachkit.dino.trainer import check_run_inputs
 
     with usage_errors(args, ValueError, FileNotFoundError):
@@ -299,8 +299,8 @@ def _prepare_dino(args: argparse.Namespace):
 
 
 def run_dino(args: argparse.Namespace) -> int:
-    from teachkit.baselines import hardware_name
     from teachkit.dino.trainer import NonFiniteLossError, UniformCollapseError, train_dino
+    from teachkit.profiles import hardware_name
 
     dist.init_distributed()
     try:

@@ -52,7 +52,7 @@ def _names(text: str) -> tuple[str, ...]:
 def _config_from_args(args: argparse.Namespace, cls: type) -> Any:
     """The config from the flags, checked with the run flags before any training: a bad
     value is a usage error (``parser.error``: message, exit status 2, no traceback)."""
-    from teachkit.baselines import check_device, check_output_folder, usage_errors
+    from teachkit.cli_checks import check_device, check_output_folder, usage_errors
 
     values = {
         f.name: getattr(args, f.name)
@@ -131,8 +131,8 @@ def _command(args: argparse.Namespace) -> str:
 
 def _finish(args, model, card_fields: dict[str, Any], metrics: dict[str, Any]) -> None:
     """Write model.pt and metrics.json; with --ship, the fp16 checkpoint and its card."""
-    from teachkit.baselines import hardware_name
     from teachkit.pretrained import ModelCard, save_shipped
+    from teachkit.profiles import hardware_name
 
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out / "model.pt")
