@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import platform
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -164,7 +164,6 @@ class Profile:
     precision: Precision
     dataset: str
     offline: bool
-    extras: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_quick(self) -> bool:

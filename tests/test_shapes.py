@@ -163,19 +163,6 @@ def test_class_names():
     assert len(CLASSES) == 10 and len(set(CLASSES)) == 10
 
 
-def test_datasets_by_name():
-    from teachkit.data.datasets import load_dataset
-
-    images, labels = load_dataset("shapes", train=False, n=20)
-    expected = shapes_splits(1, 20, seed=0)[1]
-    assert torch.equal(images, expected.images) and torch.equal(labels, expected.labels)
-    message = r"unknown dataset 'imagenet'; expected one of \['shapes', 'critters', 'cifar10'\]"
-    with pytest.raises(ValueError, match=message):
-        load_dataset("imagenet", train=True)
-    with pytest.raises(ValueError, match="n must be a positive integer or None, got 0"):
-        load_dataset("shapes", train=True, n=0)
-
-
 # --------------------------------------------------------------------------- bad input, issue 13
 
 

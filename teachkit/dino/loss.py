@@ -55,15 +55,6 @@ class DINOLossOutput:
     kl: Tensor
     center_norm: Tensor
 
-    def diagnostics(self) -> dict[str, Tensor]:
-        return {
-            "loss": self.loss.detach(),
-            "teacher_entropy": self.teacher_entropy,
-            "batch_entropy": self.batch_entropy,
-            "kl": self.kl,
-            "center_norm": self.center_norm,
-        }
-
 
 def _as_views(x: Tensor | Sequence[Tensor], name: str) -> Tensor:
     """(V, B, K) from a list of V tensors (B, K) or a stacked tensor."""

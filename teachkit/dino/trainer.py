@@ -129,9 +129,6 @@ class History:
     def to_dict(self) -> dict[str, list[dict[str, float]]]:
         return {"steps": self.steps, "epochs": self.epochs}
 
-    def save_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
-
 
 def _images_of(item: Any, expected_batch: int) -> Tensor:
     """The image tensor of one item of ``data`` (tensor, (images, labels) or .images)."""

@@ -93,7 +93,7 @@ def add_sam_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Train the class-aware U-Net baseline (teachkit.sam.unet) on the seen "
         "classes of the same scenes and measure it like SAM.",
     )
-    _add_config_flags(p, UNetTrainConfig, skip=("out_dir",))
+    _add_config_flags(p, UNetTrainConfig)
     _add_run_flags(p)
     p.set_defaults(func=run_unet_command, _prog=p.prog, _parser=p)
 

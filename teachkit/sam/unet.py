@@ -183,7 +183,6 @@ class UNetTrainConfig:
         "only by the seed).",
     )
     device: str | None = _opt(None, "'cpu', 'cuda', 'mps'; None picks the best one.")
-    out_dir: str | None = _opt(None, "Unused by train_unet (the command line writes the outputs).")
 
     def __post_init__(self) -> None:
         self.holdout = tuple(self.holdout)
