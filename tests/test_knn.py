@@ -341,3 +341,20 @@ def test_extract_features_batch_size_and_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no GPU is available"):
             extract_features(MeanColour(), images, device="cuda", progress=False)
+
+
+def test_imagenet_preprocess_resizes_as_the_dino_monitor_does():
+    """``size=`` resizes before normalising, bilinear with antialiasing: the trainer's
+    k-NN monitor's preprocessing, so a chapter and the monitor see the same input."""
+    import torch.nn.functional as F
+
+    from teachkit.dino.augment import MultiCropConfig
+    from teachkit.knn import IMAGENET_MEAN, IMAGENET_STD, imagenet_preprocess
+
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    crops = MultiCropConfig()
+    assert (crops.mean, crops.std) == (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
+    x = F.interpolate(images.float() / 255, size=(48, 48), mode="bilinear", antialias=True)
+    expected = (x - torch.tensor(crops.mean).view(1, 3, 1, 1)) / torch.tensor(crops.std).view(1, 3, 1, 1)
+    assert torch.allclose(imagenet_preprocess(images, size=48), expected, atol=1e-6)
+    assert torch.equal(imagenet_preprocess(images, size=32), imagenet_preprocess(images))
