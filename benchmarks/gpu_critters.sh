@@ -25,7 +25,6 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/teachkit-critters}"
 RUNS="${RUNS:-/tmp/teachkit-critters-runs}"
-rm -rf "$RUNS" && mkdir -p "$OUT" "$RUNS/logs"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 START=$(date +%s)
@@ -36,6 +35,7 @@ case "$MODE" in long | sweep) ;; *)
     exit 2
     ;;
 esac
+rm -rf "$RUNS" && mkdir -p "$OUT" "$RUNS/logs"
 if [ "${2:-}" = "--tiny" ]; then
     DEVICE=cpu SWEEP_S=240 LIMIT_S=240
     CURVE='{"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "checkpoint_every": 2}'
@@ -105,7 +105,7 @@ echo "== runs finished after $(($(date +%s) - START)) s"
 
 # The summary: per run, its curve, the gain of its last k-NN over its random init.
 summarise() {
-    python3 - "$RUNS" "$OUT" "$@" <<'PY'
+    python3 - "$RUNS" "$OUT" <<'PY'
 import json, pathlib, sys
 runs, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 rows = {}

@@ -10,6 +10,22 @@ from segment_anything import modeling as official
 
 from teachkit.sam.build import SamConfig
 
+#: A small SAM for the equivalence tests: a 10 x 10 token grid in windows of 4 (windowed
+#: blocks pad to 12 x 12), blocks 1 and 3 global.
+SMALL = SamConfig(
+    encoder_embed_dim=64,
+    encoder_depth=4,
+    encoder_num_heads=4,
+    encoder_global_attn_indexes=(1, 3),
+    img_size=160,
+    patch_size=16,
+    window_size=4,
+    prompt_embed_dim=64,
+    decoder_mlp_dim=128,
+    decoder_num_heads=4,
+    iou_head_hidden_dim=64,
+)
+
 
 def official_sam(cfg: SamConfig) -> official.Sam:
     """The official architecture built from one of our configs (random weights)."""

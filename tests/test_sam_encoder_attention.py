@@ -10,28 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from sam_reference import official_sam
+from sam_reference import SMALL, official_sam
 
 import teachkit.sam.image_encoder as image_encoder
 from teachkit.sam import build_sam, build_sam_from_config
-from teachkit.sam.build import SamConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-# 10 x 10 grid, windows of 4 (padded to 12 x 12), blocks 1 and 3 global.
-SMALL = SamConfig(
-    encoder_embed_dim=64,
-    encoder_depth=4,
-    encoder_num_heads=4,
-    encoder_global_attn_indexes=(1, 3),
-    img_size=160,
-    patch_size=16,
-    window_size=4,
-    prompt_embed_dim=64,
-    decoder_mlp_dim=128,
-    decoder_num_heads=4,
-    iou_head_hidden_dim=64,
-)
 
 
 @pytest.fixture(scope="module")

@@ -18,32 +18,17 @@ import os
 import numpy as np
 import pytest
 import torch
-from sam_reference import official_sam
+from sam_reference import SMALL, official_sam
 from segment_anything import sam_model_registry
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from teachkit.profiles import count_parameters
 from teachkit.sam import build_sam, build_sam_from_config, load_sam_checkpoint
-from teachkit.sam.build import SAM_CONFIGS, SamConfig
+from teachkit.sam.build import SAM_CONFIGS
 from teachkit.sam.model import preprocess_shape, resize_longest_side
 
 TOL = 1e-4
 SLOW = os.environ.get("TEACHKIT_SLOW_TESTS") == "1"
-
-# 10 x 10 token grid in windows of 4: windowed blocks pad to 12 x 12.
-SMALL = SamConfig(
-    encoder_embed_dim=64,
-    encoder_depth=4,
-    encoder_num_heads=4,
-    encoder_global_attn_indexes=(1, 3),
-    img_size=160,
-    patch_size=16,
-    window_size=4,
-    prompt_embed_dim=64,
-    decoder_mlp_dim=128,
-    decoder_num_heads=4,
-    iou_head_hidden_dim=64,
-)
 
 
 @torch.no_grad()
