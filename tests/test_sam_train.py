@@ -230,6 +230,46 @@ def test_scene_chunks_are_a_function_of_the_step_and_respect_the_holdout():
     assert set(labels[labels >= 0].tolist()) <= allowed
 
 
+def test_critters_scene_chunks_are_a_function_of_the_step_and_draw_every_class():
+    a = SceneChunks(2, chunk_size=4, resolution=32, seed=5, dataset="critters")
+    b = SceneChunks(2, chunk_size=4, resolution=32, seed=5, dataset="critters")
+    _ = a.batch(0), a.batch(4)
+    assert torch.equal(a.batch(3).masks, b.batch(3).masks)
+    assert not torch.equal(a.batch(2).images, a.batch(3).images)
+    labels = torch.cat([a.batch(s).labels.flatten() for s in range(40)])
+    assert set(labels[labels >= 0].tolist()) == set(range(10))
+    with pytest.raises(ValueError, match="critters scenes draw every class"):
+        SceneChunks(2, chunk_size=4, dataset="critters", classes=("bee",))
+    with pytest.raises(ValueError, match=r"unknown dataset 'mnist'.*'critters'"):
+        SceneChunks(2, chunk_size=4, dataset="mnist")
+
+
+def test_the_dataset_sets_the_default_holdout_and_bad_choices_are_named():
+    assert SamTrainConfig().holdout == ("star", "heart", "arrow")
+    critters = SamTrainConfig(dataset="critters")
+    assert critters.holdout == () and critters.seen_classes[1] == "bee"
+    assert critters.seen_class_ids == tuple(range(10))
+    with pytest.raises(ValueError, match=r"unknown dataset 'mnist'; expected one of"):
+        SamTrainConfig(dataset="mnist")
+    with pytest.raises(ValueError, match=r"holdout \['bee'\]: critters scenes draw every"):
+        SamTrainConfig(dataset="critters", holdout=("bee",))
+    with pytest.raises(ValueError, match=r"unknown shipped model 'sam_huge'.*'sam_tiny_shapes'"):
+        SamTrainConfig(init="sam_huge")
+
+
+def test_init_starts_from_the_shipped_weights_and_trains_on_critters(tmp_path):
+    from teachkit.pretrained import load_shipped
+
+    cfg = tiny(resolution=128, init="sam_tiny_shapes", dataset="critters", steps=1)
+    shipped = build_training_sam(tiny(resolution=128))
+    load_shipped("sam_tiny_shapes", shipped)
+    assert torch.equal(_flat(build_training_sam(cfg)), _flat(shipped))
+    assert not torch.equal(_flat(build_training_sam(tiny(resolution=128))), _flat(shipped))
+    history = train_sam(cfg, progress=False)
+    assert math.isfinite(history.column("loss")[0])
+    assert not torch.equal(_flat(history.model), _flat(shipped))  # the step moved it
+
+
 # ----------------------------------------------------------------------------- metric
 def test_mask_iou_and_miou_on_hand_built_masks():
     a = torch.zeros(3, 4, 4, dtype=torch.bool)

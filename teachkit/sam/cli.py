@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from teachkit.sam.evaluate import EVAL_SEED, eval_scenes, evaluate_sam
-from teachkit.sam.train import SamTrainConfig, seen_class_ids, train_sam
+from teachkit.sam.train import SamTrainConfig, train_sam
 
 
 def _add_config_flags(p: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
@@ -78,7 +78,7 @@ def add_sam_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "sam",
-        help="Chapter 6: train the tiny SAM on shapes scenes (interactive prompts)",
+        help="Chapters 6-7: train the tiny SAM on shapes or critters scenes (interactive prompts)",
         description="Train SAM (teachkit.sam.train.train_sam) with simulated clicks and "
         "boxes, checkpointing into --out (re-run to resume); evaluate mIoU with 1 point, "
         "3 points and a box on held-out scenes, seen vs --holdout classes.",
@@ -156,20 +156,22 @@ def run_sam_command(args: argparse.Namespace) -> int:
     cfg.out_dir = str(args.out)
     history = train_sam(cfg, progress=not args.no_progress)
     model = history.model
-    seen = seen_class_ids(cfg.holdout, nest_probability=cfg.nest_probability)
-    scenes = eval_scenes(args.eval_scenes, resolution=cfg.resolution)
+    seen = cfg.seen_class_ids
+    scenes = eval_scenes(args.eval_scenes, resolution=cfg.resolution, dataset=cfg.dataset)
     result = evaluate_sam(model.cpu(), scenes, seen_classes=seen, progress=not args.no_progress)
+    maker = "make_scenes" if cfg.dataset == "shapes" else "make_critter_scenes"
+    start = f", fine-tuned from {cfg.init}" if cfg.init else ""
     summary = {k: round(v, 4) for k, v in result.summary().items()}
     stride = max(1, len(history.steps) // 200)
     _finish(
         args,
         model,
         {
-            "description": f"Tiny SAM ({cfg.model}, {cfg.resolution} px) trained on shapes "
-            "scenes with simulated clicks and boxes (Chapter 6); mIoU on "
+            "description": f"Tiny SAM ({cfg.model}, {cfg.resolution} px{start}) trained on "
+            f"{cfg.dataset} scenes with simulated clicks and boxes; mIoU on "
             f"{args.eval_scenes} held-out scenes, unseen = {', '.join(cfg.holdout) or 'none'}.",
             "seed": cfg.seed,
-            "data": f"make_scenes at {cfg.resolution} px, classes {', '.join(cfg.seen_classes)}; "
+            "data": f"{maker} at {cfg.resolution} px, classes {', '.join(cfg.seen_classes)}; "
             f"{cfg.steps} steps x {cfg.batch_size} fresh scenes; evaluated on "
             f"eval_scenes({args.eval_scenes}) (seed {EVAL_SEED})",
             "wall_time_s": round(history.wall_time_s, 1),
@@ -185,7 +187,7 @@ def run_sam_command(args: argparse.Namespace) -> int:
         {
             "config": cfg.to_dict(),
             "evaluation": summary,
-            "per_class_1point": result.per_class(),
+            "per_class_1point": result.per_class(cfg.class_names),
             **history.to_dict(),
         },
     )

@@ -135,12 +135,24 @@ def error_region_click(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.
 
 # -------------------------------------------------------------------------- the data
 def eval_scenes(
-    n: int = 200, *, resolution: int = 128, seed: int = EVAL_SEED, **scene_kwargs
+    n: int = 200,
+    *,
+    resolution: int = 128,
+    seed: int = EVAL_SEED,
+    dataset: str = "shapes",
+    **scene_kwargs,
 ) -> SceneBatch:
-    """The fixed held-out scenes: ``make_scenes(n, resolution=..., seed=EVAL_SEED)``.
+    """The fixed held-out scenes: ``make_scenes(n, resolution=..., seed=EVAL_SEED)``, or
+    with ``dataset="critters"`` ``make_critter_scenes`` with the same arguments.
 
     All ten classes appear, so seen and unseen classes are measured on the same images.
     """
+    if dataset == "critters":
+        from teachkit.data.critters import make_critter_scenes
+
+        return make_critter_scenes(n, resolution=resolution, seed=seed, **scene_kwargs)
+    if dataset != "shapes":
+        raise ValueError(f"unknown dataset {dataset!r}; expected 'shapes' or 'critters'")
     return make_scenes(n, resolution=resolution, seed=seed, **scene_kwargs)
 
 
@@ -214,10 +226,11 @@ class SamEvaluation:
         out["queries"] = float(self.labels.numel())
         return out
 
-    def per_class(self) -> dict[str, float]:
-        """1-point mIoU per class name (classes with at least one query)."""
+    def per_class(self, names: Sequence[str] = CLASSES) -> dict[str, float]:
+        """1-point mIoU per class name (classes with at least one query); ``names`` are
+        the dataset's class names (shapes' by default)."""
         return {
-            CLASSES[c]: float(self.point[self.labels == c].mean())
+            names[c]: float(self.point[self.labels == c].mean())
             for c in sorted(set(self.labels.tolist()))
         }
 

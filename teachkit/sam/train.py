@@ -82,6 +82,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from teachkit.checkpoint import capture_rng_state, load_latest, restore_rng_state, save_checkpoint
+from teachkit.data.critters import CRITTER_CLASSES, make_critter_scenes
 from teachkit.data.shapes import CLASSES, SceneBatch, make_scenes
 from teachkit.data.stream import mix_seed
 from teachkit.profiles import pick_device, pick_precision, seed_everything
@@ -94,6 +95,7 @@ from teachkit.sam.prompting import jitter_boxes, sample_error_point, sample_poin
 
 __all__ = [
     "NESTING_PARENT_CLASSES",
+    "SCENE_DATASETS",
     "SamTrainConfig",
     "SamHistory",
     "SceneChunks",
@@ -108,6 +110,9 @@ __all__ = [
     "select_min_loss",
     "train_sam",
 ]
+
+#: The scene datasets SAM trains on, with their class names (label ``i`` names ``[i]``).
+SCENE_DATASETS: dict[str, tuple[str, ...]] = {"shapes": CLASSES, "critters": CRITTER_CLASSES}
 
 #: ``make_scenes`` draws every nesting parent as one of these, whatever ``classes`` says.
 NESTING_PARENT_CLASSES: tuple[str, ...] = ("circle", "square")
@@ -130,10 +135,16 @@ class SamTrainConfig:
         "Image side in pixels, also the model's img_size (a multiple of the 8-pixel "
         "patch). 128 gives a 16 x 16 embedding grid; 64 trains 4x faster but coarser.",
     )
-    holdout: tuple[str, ...] = _opt(
-        ("star", "heart", "arrow"),
+    dataset: str = _opt(
+        "shapes",
+        "Scenes to train on: 'shapes' (make_scenes: shapes that may nest) or 'critters' "
+        "(make_critter_scenes: 2-4 overlapping critters on their contexts; Chapter 7).",
+    )
+    holdout: tuple[str, ...] | None = _opt(
+        None,
         "Shape classes never shown in training, measured apart as 'unseen'. Any of "
-        f"{', '.join(CLASSES)} except circle/square (nesting parents); () for none.",
+        f"{', '.join(CLASSES)} except circle/square (nesting parents); () for none. "
+        "None: star, heart, arrow for shapes, none for critters (critters cannot hold out).",
     )
     nest_probability: float = _opt(
         0.3, "Share of scenes with a small shape drawn inside a big one (ambiguous clicks)."
@@ -202,6 +213,11 @@ class SamTrainConfig:
         "vit_tiny_shapes",
         "SAM configuration (teachkit.sam.build.SAM_CONFIGS); its img_size is set to resolution.",
     )
+    init: str | None = _opt(
+        None,
+        "Start from this shipped SAM (a teachkit.pretrained name, e.g. sam_tiny_shapes) "
+        "instead of random weights: fine-tuning. Its model and resolution must match.",
+    )
     seed: int = _opt(0, "Seed of the initial weights, the scenes and the prompts.")
     device: str | None = _opt(None, "'cpu', 'cuda', 'mps'; None picks the best one.")
     out_dir: str | None = _opt(
@@ -223,7 +239,18 @@ class SamTrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.dataset not in SCENE_DATASETS:
+            raise ValueError(
+                f"unknown dataset {self.dataset!r}; expected one of {list(SCENE_DATASETS)}"
+            )
+        if self.holdout is None:
+            self.holdout = ("star", "heart", "arrow") if self.dataset == "shapes" else ()
         self.holdout = tuple(self.holdout)
+        if self.dataset == "critters" and self.holdout:
+            raise ValueError(
+                f"holdout {list(self.holdout)}: critters scenes draw every class, so nothing "
+                "can be held out; use holdout=() (--holdout none) with dataset='critters'"
+            )
         for name in (
             "steps",
             "batch_size",
@@ -259,12 +286,31 @@ class SamTrainConfig:
             )
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
-        seen_class_ids(self.holdout, nest_probability=self.nest_probability)
+        if self.init is not None:
+            from teachkit.pretrained import available
+
+            if self.init not in available():
+                raise ValueError(
+                    f"unknown shipped model {self.init!r} for init; expected one of "
+                    f"{[n for n in available() if n.startswith('sam_')]}"
+                )
+        if self.dataset == "shapes":
+            seen_class_ids(self.holdout, nest_probability=self.nest_probability)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The dataset's class names (the indices of its labels)."""
+        return SCENE_DATASETS[self.dataset]
 
     @property
     def seen_classes(self) -> tuple[str, ...]:
         """The class names training uses."""
-        return tuple(c for c in CLASSES if c not in self.holdout)
+        return tuple(c for c in self.class_names if c not in self.holdout)
+
+    @property
+    def seen_class_ids(self) -> tuple[int, ...]:
+        """Indices (into :attr:`class_names`) of the classes training uses."""
+        return tuple(i for i, c in enumerate(self.class_names) if c not in self.holdout)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -309,9 +355,11 @@ class SceneChunks:
         chunk_size: scenes drawn at once (rounded down to a multiple of ``batch_size``).
         resolution: image side.
         seed: base seed.
-        classes: class names allowed in the scenes (``None``: all).
-        nest_probability: share of scenes with a nested pair.
+        classes: class names allowed in the scenes (``None``: all; shapes only).
+        nest_probability: share of scenes with a nested pair (shapes only).
         device: where scenes are drawn.
+        dataset: ``"shapes"`` (:func:`~teachkit.data.shapes.make_scenes`) or
+            ``"critters"`` (:func:`~teachkit.data.critters.make_critter_scenes`).
     """
 
     def __init__(
@@ -324,9 +372,15 @@ class SceneChunks:
         classes: Sequence[str] | None = None,
         nest_probability: float = 0.3,
         device: torch.device | str = "cpu",
+        dataset: str = "shapes",
     ) -> None:
         if not 1 <= batch_size <= chunk_size:
             raise ValueError(f"need 1 <= batch_size <= chunk_size, got {batch_size}, {chunk_size}")
+        if dataset not in SCENE_DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(SCENE_DATASETS)}")
+        if dataset == "critters" and classes is not None:
+            raise ValueError("critters scenes draw every class; pass classes=None")
+        self.dataset = dataset
         self.batch_size = batch_size
         self.steps_per_chunk = chunk_size // batch_size
         self.resolution, self.seed = resolution, seed
@@ -338,6 +392,15 @@ class SceneChunks:
     def chunk(self, index: int) -> SceneBatch:
         """Chunk ``index`` (drawn, or the cached one)."""
         if self._cached is None or self._cached[0] != index:
+            if self.dataset == "critters":
+                scenes = make_critter_scenes(
+                    self.steps_per_chunk * self.batch_size,
+                    resolution=self.resolution,
+                    seed=mix_seed(self.seed, index),
+                    device=self.device,
+                )
+                self._cached = (index, scenes)
+                return scenes
             scenes = make_scenes(
                 self.steps_per_chunk * self.batch_size,
                 resolution=self.resolution,
@@ -529,9 +592,15 @@ class SamHistory:
 
 
 def build_training_sam(cfg: SamTrainConfig) -> Sam:
-    """A fresh ``cfg.model`` SAM with ``img_size = cfg.resolution``, in train mode."""
+    """A fresh ``cfg.model`` SAM with ``img_size = cfg.resolution``, in train mode; with
+    ``cfg.init``, the shipped weights of that name loaded strictly (fine-tuning)."""
     sam_cfg = dataclasses.replace(SAM_CONFIGS[cfg.model], img_size=cfg.resolution)
-    return build_sam_from_config(sam_cfg).train()
+    model = build_sam_from_config(sam_cfg)
+    if cfg.init is not None:
+        from teachkit.pretrained import load_shipped
+
+        load_shipped(cfg.init, model)
+    return model.train()
 
 
 def train_sam(
@@ -568,14 +637,15 @@ def train_sam(
         chunk_size=cfg.chunk_size,
         resolution=cfg.resolution,
         seed=cfg.seed,
-        classes=cfg.seen_classes,
+        classes=cfg.seen_classes if cfg.dataset == "shapes" else None,
         nest_probability=cfg.nest_probability,
         device=device,
+        dataset=cfg.dataset,
     )
     monitor = None
     if cfg.eval_every:
-        monitor = eval_scenes(cfg.eval_monitor_scenes, resolution=cfg.resolution)
-    seen = seen_class_ids(cfg.holdout, nest_probability=cfg.nest_probability)
+        monitor = eval_scenes(cfg.eval_monitor_scenes, resolution=cfg.resolution, dataset=cfg.dataset)
+    seen = cfg.seen_class_ids
     session_start = time.perf_counter()
     elapsed0 = history.wall_time_s
     if progress:
