@@ -20,7 +20,7 @@ from teachkit.knn import imagenet_preprocess
 from teachkit.models.vit import build_vit
 from teachkit.pretrained import load_shipped
 from teachkit.sam.build import build_sam
-from teachkit.sam.evaluate import mask_iou
+from teachkit.sam.geometry import mask_iou
 from teachkit.sam.predictor import SamPredictor
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from teachkit.sam import SamPredictor, build_sam
-from teachkit.sam.automatic import build_point_grid, stability_score
 from teachkit.sam.batching import POINTS_PER_BATCH, click_scores, in_batches
+from teachkit.sam.geometry import build_point_grid, stability_score
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

@@ -15,14 +15,8 @@ import torch
 
 from teachkit.data.shapes import CLASSES, make_scenes
 from teachkit.sam.cli import main
-from teachkit.sam.evaluate import (
-    ambiguity_example,
-    error_region_click,
-    evaluate_sam,
-    mask_center,
-    mask_iou,
-    mean_iou,
-)
+from teachkit.sam.evaluate import ambiguity_example, error_region_click, evaluate_sam
+from teachkit.sam.geometry import mask_center, mask_iou, mean_iou
 from teachkit.sam.losses import dice_loss, focal_loss, select_min_loss
 from teachkit.sam.prompting import jitter_boxes, sample_error_point, sample_point_in_mask
 from teachkit.sam.train import (

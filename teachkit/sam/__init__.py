@@ -15,6 +15,8 @@ explains them:
 * :mod:`~teachkit.sam.automatic` -- :class:`AutomaticMaskGenerator`, "segment everything";
 * :mod:`~teachkit.sam.batching` -- many prompts against one image, decoded in batches of
   bounded size (``points_per_batch``), so a 32 x 32 grid of clicks fits a 15 GB GPU.
+* :mod:`~teachkit.sam.geometry` -- mask geometry every stage shares: boxes, NMS, IoU,
+  centres, stability score, small-region clean-up, the click grid.
 
 Training and measuring the chapter's tiny SAM:
 

@@ -8,12 +8,17 @@ Chapter 6: SAM, encoder to decoder -- section "Automatic masks".
 2. prompt with a ``points_per_side x points_per_side`` grid of single positive clicks, in
    batches of ``points_per_batch``, asking for the 3 multimask outputs per click;
 3. drop masks whose predicted IoU is <= ``pred_iou_thresh``;
-4. drop masks whose :func:`stability_score` is < ``stability_score_thresh``;
-5. binarise at logit 0, take each mask's box (:func:`masks_to_boxes`) and remove
-   duplicates with box non-maximum suppression (IoU > ``box_nms_thresh``, scored by the
-   predicted IoU, :func:`torchvision.ops.nms`);
-6. optionally (``min_mask_region_area > 0``) fill small holes and remove small islands
-   (:func:`remove_small_regions`), then run NMS again, preferring unchanged masks.
+4. drop masks whose stability score is < ``stability_score_thresh``;
+5. binarise at logit 0, take each mask's box and remove duplicates with box non-maximum
+   suppression (IoU > ``box_nms_thresh``, scored by the predicted IoU,
+   :func:`torchvision.ops.nms`);
+6. optionally (``min_mask_region_area > 0``) fill small holes and remove small islands,
+   then run NMS again, preferring unchanged masks.
+
+The mask geometry of steps 2-6 (:func:`~teachkit.sam.geometry.build_point_grid`,
+:func:`~teachkit.sam.geometry.stability_score`, :func:`~teachkit.sam.geometry.masks_to_boxes`,
+:func:`~teachkit.sam.geometry.box_nms`, :func:`~teachkit.sam.geometry.remove_small_regions`)
+lives in :mod:`teachkit.sam.geometry`; this module holds the generator that strings it together.
 
 Simplifications, on purpose: only the single full-image crop is processed (the official
 ``crop_n_layers`` zoomed-in crops are left out, so its "box near a crop edge" filter,
@@ -30,135 +35,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
-from torchvision.ops import nms
 
+from teachkit.sam import geometry
+from teachkit.sam.geometry import masks_to_boxes
 from teachkit.sam.model import Sam
 from teachkit.sam.predictor import SamPredictor
 
-__all__ = [
-    "AutomaticMaskGenerator",
-    "build_point_grid",
-    "stability_score",
-    "masks_to_boxes",
-    "box_xyxy_to_xywh",
-    "box_nms",
-    "remove_small_regions",
-]
-
-
-def build_point_grid(n_per_side: int) -> np.ndarray:
-    """``n^2 x 2`` points (X, Y) at the centres of an ``n x n`` grid of cells of ``[0, 1]^2``.
-
-    Row-major: X varies fastest. Multiply by ``(W, H)`` to get pixels.
-    """
-    _check_count("points_per_side", n_per_side)
-    offset = 1 / (2 * n_per_side)
-    side = np.linspace(offset, 1 - offset, n_per_side)
-    xs, ys = np.meshgrid(side, side)  # both n x n, xs varies along columns
-    return np.stack([xs, ys], axis=-1).reshape(-1, 2)
-
-
-def stability_score(
-    mask_logits: torch.Tensor, mask_threshold: float, offset: float
-) -> torch.Tensor:
-    """How little a mask changes when the binarisation threshold moves by ``+-offset``.
-
-    ``IoU(logits > t + offset, logits > t - offset)``; the first mask lies inside the
-    second, so the IoU is ``|high| / |low|``. A mask with an empty ``low`` set scores 0
-    (the official code returns NaN there, which its filter also rejects).
-
-    Args:
-        mask_logits: ``... x H x W`` logits.
-        mask_threshold: the cut-off t (0 for SAM).
-        offset: the shift (1.0 by default in the generator).
-
-    Returns:
-        ``...`` float32 scores in ``[0, 1]``.
-    """
-    high = (mask_logits > mask_threshold + offset).flatten(-2).sum(-1)
-    low = (mask_logits > mask_threshold - offset).flatten(-2).sum(-1)
-    return torch.where(low > 0, high / low.clamp(min=1), torch.zeros((), dtype=torch.float32))
-
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """The tight box around each boolean mask, XYXY with *inclusive* pixel indices.
-
-    ``x1`` / ``y1`` are the last column / row that holds a mask pixel (so a 1-pixel mask
-    at (x, y) has box ``[x, y, x, y]``), as in the official code. An empty mask gets
-    ``[0, 0, 0, 0]``.
-
-    Args:
-        masks: ``... x H x W`` bool.
-
-    Returns:
-        ``... x 4`` int64.
-    """
-    h, w = masks.shape[-2:]
-    rows = masks.any(dim=-1).to(torch.uint8)  # ... x H: row holds a pixel
-    cols = masks.any(dim=-2).to(torch.uint8)  # ... x W
-    y0 = rows.argmax(dim=-1)
-    y1 = h - 1 - rows.flip(-1).argmax(dim=-1)
-    x0 = cols.argmax(dim=-1)
-    x1 = w - 1 - cols.flip(-1).argmax(dim=-1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=-1)
-    nonempty = rows.amax(dim=-1, keepdim=True)  # 1 if the mask has a pixel, else 0
-    return boxes * nonempty
-
-
-def box_xyxy_to_xywh(box: torch.Tensor) -> torch.Tensor:
-    """``... x 4`` XYXY -> XYWH (top-left corner, width = x1 - x0, height = y1 - y0)."""
-    x0, y0, x1, y1 = box.unbind(-1)
-    return torch.stack([x0, y0, x1 - x0, y1 - y0], dim=-1)
-
-
-def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Non-maximum suppression of masks by their boxes (:func:`torchvision.ops.nms`).
-
-    Going from the best score down, a box is dropped when its IoU with an already kept
-    box is above ``iou_threshold``: of two near-duplicate masks only the better stays.
-
-    Args:
-        boxes: ``K x 4`` XYXY boxes (e.g. from :func:`masks_to_boxes`).
-        scores: ``K`` scores, higher is better.
-        iou_threshold: box IoU above which the lower-scored box is suppressed.
-
-    Returns:
-        int64 indices of the kept boxes, best score first.
-    """
-    return nms(boxes.float(), scores.float(), iou_threshold)
-
-
-def remove_small_regions(
-    mask: np.ndarray, area_thresh: float, mode: str
-) -> tuple[np.ndarray, bool]:
-    """Fill small holes in, or remove small islands from, a boolean ``H x W`` mask.
-
-    Regions are 8-connected (:func:`scipy.ndimage.label`). A region is small when it
-    has fewer than ``area_thresh`` pixels.
-
-    Args:
-        mask: ``H x W`` bool.
-        area_thresh: minimum region area in pixels.
-        mode: ``"holes"`` fills small background regions; ``"islands"`` removes small
-            foreground regions (if all are small, the largest is kept).
-
-    Returns:
-        The new mask and whether it changed.
-    """
-    if mode not in ("holes", "islands"):
-        raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
-    fill_holes = mode == "holes"
-    working = mask != fill_holes  # holes: the background; islands: the foreground
-    regions, n = ndimage.label(working, structure=np.ones((3, 3), dtype=bool))
-    sizes = np.bincount(regions.ravel(), minlength=n + 1)[1:]  # region i + 1 has sizes[i]
-    small = [i + 1 for i, s in enumerate(sizes) if s < area_thresh]
-    if not small:
-        return mask, False
-    if fill_holes:
-        return np.isin(regions, [0, *small]), True  # label 0 = the mask itself
-    keep = [i for i in range(1, n + 1) if i not in small] or [int(np.argmax(sizes)) + 1]
-    return np.isin(regions, keep), True
+# masks_to_boxes lives in teachkit.sam.geometry; it stays importable from here because
+# Chapter 7 imports it from this module.
+__all__ = ["AutomaticMaskGenerator", "masks_to_boxes"]
 
 
 def _check_count(name: str, value: object) -> None:
@@ -244,7 +129,7 @@ class AutomaticMaskGenerator:
         _check_number("box_nms_thresh", box_nms_thresh, 0.0, 1.0)
         _check_number("min_mask_region_area", min_mask_region_area, 0.0)
         self.predictor = SamPredictor(model)
-        self.point_grid = build_point_grid(points_per_side)
+        self.point_grid = geometry.build_point_grid(points_per_side)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -274,7 +159,7 @@ class AutomaticMaskGenerator:
                 for i in range(0, len(points), self.points_per_batch)
             ]
             data = _Masks.cat(batches)
-            data = data.select(box_nms(data.boxes, data.iou_preds, self.box_nms_thresh))
+            data = data.select(geometry.box_nms(data.boxes, data.iou_preds, self.box_nms_thresh))
             if self.min_mask_region_area > 0:
                 data = self._remove_small_regions(data)
         self.predictor.reset_image()
@@ -291,12 +176,12 @@ class AutomaticMaskGenerator:
         data = _Masks(logits.flatten(0, 1), ious.flatten(0, 1), per_mask.to(logits.device))
         if self.pred_iou_thresh > 0.0:
             data = data.select(data.iou_preds > self.pred_iou_thresh)
-        threshold = self.predictor.model.mask_threshold
-        data.stability = stability_score(data.masks, threshold, self.stability_score_offset)
+        threshold, offset = self.predictor.model.mask_threshold, self.stability_score_offset
+        data.stability = geometry.stability_score(data.masks, threshold, offset)
         if self.stability_score_thresh > 0.0:
             data = data.select(data.stability >= self.stability_score_thresh)
         data.masks = data.masks > threshold
-        data.boxes = masks_to_boxes(data.masks)
+        data.boxes = geometry.masks_to_boxes(data.masks)
         return data
 
     def _remove_small_regions(self, data: _Masks) -> _Masks:
@@ -304,15 +189,16 @@ class AutomaticMaskGenerator:
         if len(data.masks) == 0:
             return data
         cleaned, unchanged = [], []
+        area = self.min_mask_region_area
         for mask in data.masks.cpu().numpy():
-            mask, filled = remove_small_regions(mask, self.min_mask_region_area, "holes")
-            mask, removed = remove_small_regions(mask, self.min_mask_region_area, "islands")
+            mask, filled = geometry.remove_small_regions(mask, area, "holes")
+            mask, removed = geometry.remove_small_regions(mask, area, "islands")
             cleaned.append(torch.from_numpy(mask))
             unchanged.append(float(not (filled or removed)))
         data.masks = torch.stack(cleaned).to(data.iou_preds.device)
-        data.boxes = masks_to_boxes(data.masks)
+        data.boxes = geometry.masks_to_boxes(data.masks)
         scores = torch.tensor(unchanged, device=data.boxes.device)
-        return data.select(box_nms(data.boxes, scores, self.box_nms_thresh))
+        return data.select(geometry.box_nms(data.boxes, scores, self.box_nms_thresh))
 
     @staticmethod
     def _records(data: _Masks, h: int, w: int) -> list[dict[str, Any]]:
@@ -324,7 +210,7 @@ class AutomaticMaskGenerator:
                 {
                     "segmentation": mask,
                     "area": int(mask.sum()),
-                    "bbox": box_xyxy_to_xywh(data.boxes[i]).tolist(),
+                    "bbox": geometry.box_xyxy_to_xywh(data.boxes[i]).tolist(),
                     "predicted_iou": float(data.iou_preds[i]),
                     "point_coords": [data.points[i].tolist()],
                     "stability_score": float(data.stability[i]),

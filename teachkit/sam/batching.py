@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from teachkit.sam.automatic import stability_score
+from teachkit.sam.geometry import stability_score
 from teachkit.sam.predictor import SamPredictor
 
 __all__ = ["POINTS_PER_BATCH", "in_batches", "click_scores"]
@@ -85,9 +85,9 @@ def click_scores(
     Args:
         predictor: a :class:`~teachkit.sam.predictor.SamPredictor` with an image set.
         clicks: ``P x 2`` or ``P x 1 x 2`` positive clicks, (X, Y) pixels of the original
-            image (e.g. :func:`~teachkit.sam.automatic.build_point_grid` times ``(W, H)``).
+            image (e.g. :func:`~teachkit.sam.geometry.build_point_grid` times ``(W, H)``).
         points_per_batch: the most clicks decoded together (64 official).
-        stability_offset: the logit shift of :func:`~teachkit.sam.automatic.stability_score`.
+        stability_offset: the logit shift of :func:`~teachkit.sam.geometry.stability_score`.
 
     Returns:
         ``P x 3`` predicted IoUs and ``P x 3`` stability scores, float32 on the CPU.

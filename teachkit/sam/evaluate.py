@@ -33,13 +33,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from scipy import ndimage
 from tqdm.auto import tqdm
 
 from teachkit.data.shapes import CLASSES, SceneBatch, make_scenes
-from teachkit.sam.automatic import masks_to_boxes
+from teachkit.sam.geometry import mask_center, mask_iou, masks_to_boxes
 from teachkit.sam.model import Sam
 
 __all__ = [
@@ -50,67 +48,18 @@ __all__ = [
     "eval_scenes",
     "evaluate_sam",
     "instance_queries",
-    "mask_iou",
-    "mean_iou",
-    "mask_center",
     "error_region_click",
+    # From teachkit.sam.geometry, importable from here too because Chapter 7 imports them
+    # from this module.
+    "mask_center",
+    "mask_iou",
 ]
 
 #: Seed of the held-out evaluation scenes; training draws its scenes from other seeds.
 EVAL_SEED = 7_777_777
 
 
-# ---------------------------------------------------------------------------- metric
-def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Intersection over union of boolean masks, over the last two axes.
-
-    Args:
-        pred: ``... x H x W`` bool.
-        target: ``... x H x W`` bool, broadcastable against ``pred``.
-
-    Returns:
-        ``...`` float32 IoU; two empty masks agree perfectly (IoU 1).
-    """
-    inter = (pred & target).sum(dim=(-2, -1)).float()
-    union = (pred | target).sum(dim=(-2, -1)).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-
-
-def mean_iou(preds: torch.Tensor, targets: torch.Tensor) -> float:
-    """mIoU: the mean over ``N`` masks (``N x H x W`` bool each) of their IoU."""
-    if preds.shape != targets.shape or preds.ndim != 3:
-        raise ValueError(
-            f"expected two N x H x W mask stacks of the same shape, got {tuple(preds.shape)} "
-            f"and {tuple(targets.shape)}"
-        )
-    return float(mask_iou(preds, targets).mean())
-
-
 # ----------------------------------------------------------------- deterministic clicks
-def _deepest_pixel(region: np.ndarray) -> tuple[int, int]:
-    """(x, y) of the pixel of ``region`` (H x W bool) farthest from its boundary.
-
-    The image border counts as boundary; ties go to the first pixel in raster order.
-    """
-    distance = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
-    return int(x), int(y)
-
-
-def mask_center(mask: torch.Tensor) -> torch.Tensor:
-    """The first-click position for one mask: its pixel farthest from the boundary.
-
-    Args:
-        mask: ``H x W`` bool, not empty.
-
-    Returns:
-        ``2`` float tensor ``(x, y)`` (column, row).
-    """
-    if not bool(mask.any()):
-        raise ValueError("mask_center needs a non-empty mask")
-    return torch.tensor(_deepest_pixel(mask.cpu().numpy()), dtype=torch.float32)
-
-
 def error_region_click(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
     """The next corrective click for one mask: the centre of the error region.
 
@@ -126,11 +75,12 @@ def error_region_click(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.
         ``(xy, label)``: a ``2`` float tensor (x, y) and 1, 0 -- or -1 (a padding point
         that the prompt encoder ignores) when the answer is already perfect.
     """
-    error = (pred ^ target).cpu().numpy()
-    if not error.any():
+    error = pred ^ target
+    if not bool(error.any()):
         return torch.zeros(2), -1
-    x, y = _deepest_pixel(error)
-    return torch.tensor([x, y], dtype=torch.float32), int(bool(target[y, x]))
+    xy = mask_center(error)
+    x, y = (int(v) for v in xy)
+    return xy, int(bool(target[y, x]))
 
 
 # -------------------------------------------------------------------------- the data

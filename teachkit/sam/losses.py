@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from teachkit.sam.evaluate import mask_iou
+from teachkit.sam.geometry import mask_iou
 
 __all__ = ["focal_loss", "dice_loss", "iou_prediction_loss", "select_min_loss"]
 

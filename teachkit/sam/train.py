@@ -86,9 +86,9 @@ from teachkit.data.critters import CRITTER_CLASSES, make_critter_scenes
 from teachkit.data.shapes import CLASSES, SceneBatch, make_scenes
 from teachkit.data.stream import mix_seed
 from teachkit.profiles import pick_device, pick_precision, seed_everything
-from teachkit.sam.automatic import masks_to_boxes
 from teachkit.sam.build import SAM_CONFIGS, build_sam_from_config
-from teachkit.sam.evaluate import eval_scenes, evaluate_sam, mask_iou
+from teachkit.sam.evaluate import eval_scenes, evaluate_sam
+from teachkit.sam.geometry import mask_iou, masks_to_boxes
 from teachkit.sam.losses import dice_loss, focal_loss, iou_prediction_loss, select_min_loss
 from teachkit.sam.model import Sam
 from teachkit.sam.prompting import jitter_boxes, sample_error_point, sample_point_in_mask
