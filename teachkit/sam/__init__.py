@@ -5,6 +5,8 @@ explains them:
 
 * :mod:`~teachkit.sam.image_encoder` -- ViT with windowed attention, relative
   positions and a conv neck (image -> ``256 x 64 x 64`` embedding);
+* :mod:`~teachkit.sam.common` -- the blocks the four parts share: ``LayerNorm2d``
+  (channels of a feature map) and ``MLPBlock``;
 * :mod:`~teachkit.sam.prompt_encoder` -- points / boxes / masks -> embeddings;
 * :mod:`~teachkit.sam.transformer` -- the two-way transformer;
 * :mod:`~teachkit.sam.mask_decoder` -- output tokens -> mask logits and IoU scores;

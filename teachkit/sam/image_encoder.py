@@ -29,8 +29,9 @@ tensor without a copy. The encoder compiles with :func:`torch.compile` (tested o
 CPU against eager). Parameter names follow the official release
 (``blocks.0.attn.rel_pos_h``, ``neck.1.weight``, ...) so its checkpoints load strictly.
 
-:class:`LayerNorm2d` and :class:`MLPBlock` are defined here, where the chapter first
-meets them, and reused by the prompt encoder, the two-way transformer and the decoder.
+The channel LayerNorm of the neck and the blocks' MLP, :class:`~teachkit.sam.common.LayerNorm2d`
+and :class:`~teachkit.sam.common.MLPBlock`, live in :mod:`teachkit.sam.common`: the prompt
+encoder, the two-way transformer and the mask decoder use them too.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from teachkit.sam.common import LayerNorm2d, MLPBlock
+
 __all__ = [
-    "LayerNorm2d",
-    "MLPBlock",
     "PatchEmbed",
     "Attention",
     "Block",
@@ -52,42 +53,6 @@ __all__ = [
     "rel_pos_index",
     "decomposed_rel_pos_bias",
 ]
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of a ``B x C x H x W`` feature map.
-
-    Each pixel's C-vector is normalised to zero mean and unit (biased) variance, then
-    scaled by ``weight`` and shifted by ``bias`` (both of shape ``C``).
-    """
-
-    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
-
-
-class MLPBlock(nn.Module):
-    """Two linear layers with an activation between: ``dim -> mlp_dim -> dim``.
-
-    Works on any ``... x dim`` tensor. The encoder uses GELU, the two-way transformer ReLU.
-    """
-
-    def __init__(self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
-        super().__init__()
-        self.lin1 = nn.Linear(embedding_dim, mlp_dim)
-        self.lin2 = nn.Linear(mlp_dim, embedding_dim)
-        self.act = act()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(self.act(self.lin1(x)))
 
 
 class PatchEmbed(nn.Module):

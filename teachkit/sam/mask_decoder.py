@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from teachkit.sam.image_encoder import LayerNorm2d
+from teachkit.sam.common import LayerNorm2d
 
 __all__ = ["MLP", "MaskDecoder"]
 

@@ -28,7 +28,7 @@ import math
 import torch
 from torch import nn
 
-from teachkit.sam.image_encoder import LayerNorm2d
+from teachkit.sam.common import LayerNorm2d
 
 __all__ = ["PositionEmbeddingRandom", "PromptEncoder"]
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from teachkit.sam.image_encoder import MLPBlock
+from teachkit.sam.common import MLPBlock
 
 __all__ = ["Attention", "TwoWayAttentionBlock", "TwoWayTransformer"]
 
