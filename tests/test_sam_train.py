@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.shapes import CLASSES, make_scenes
 from teachkit.sam.cli import main
 from teachkit.sam.evaluate import ambiguity_example, error_region_click, evaluate_sam
@@ -21,7 +22,6 @@ from teachkit.sam.losses import dice_loss, focal_loss, select_min_loss
 from teachkit.sam.prompting import jitter_boxes, sample_error_point, sample_point_in_mask
 from teachkit.sam.train import (
     SamTrainConfig,
-    SceneChunks,
     _interactive_loss,
     build_training_sam,
     seen_class_ids,

@@ -36,8 +36,9 @@ with the whole instead and watch the three slots split into part and whole
 (:func:`teachkit.sam.evaluate.ambiguity_example` draws the figure).
 
 **Data.** Scenes come from :func:`teachkit.data.shapes.make_scenes` in chunks
-(:class:`SceneChunks`), fresh ones as training goes; ``holdout`` classes never appear in
-training, so :mod:`teachkit.sam.evaluate` can measure seen vs unseen classes.
+(:class:`~teachkit.data.scene_chunks.SceneChunks`), fresh ones as training goes;
+``holdout`` classes never appear in training, so :mod:`teachkit.sam.evaluate` can measure
+seen vs unseen classes.
 
 **Checkpoints** (:mod:`teachkit.checkpoint`): model, optimiser, step, RNG states and
 history go atomically to ``out_dir/checkpoint.pt`` every ``checkpoint_every`` steps; a
@@ -82,8 +83,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from teachkit.checkpoint import capture_rng_state, load_latest, restore_rng_state, save_checkpoint
-from teachkit.data.critters import CRITTER_CLASSES, make_critter_scenes
-from teachkit.data.shapes import CLASSES, SceneBatch, make_scenes
+from teachkit.data.scene_chunks import SCENE_DATASETS, SceneChunks
+from teachkit.data.shapes import CLASSES, SceneBatch
 from teachkit.data.stream import mix_seed
 from teachkit.profiles import pick_device, pick_precision, seed_everything
 from teachkit.sam.build import SAM_CONFIGS, build_sam_from_config
@@ -98,7 +99,6 @@ __all__ = [
     "SCENE_DATASETS",
     "SamTrainConfig",
     "SamHistory",
-    "SceneChunks",
     "build_training_sam",
     "dice_loss",
     "focal_loss",
@@ -110,9 +110,6 @@ __all__ = [
     "select_min_loss",
     "train_sam",
 ]
-
-#: The scene datasets SAM trains on, with their class names (label ``i`` names ``[i]``).
-SCENE_DATASETS: dict[str, tuple[str, ...]] = {"shapes": CLASSES, "critters": CRITTER_CLASSES}
 
 #: ``make_scenes`` draws every nesting parent as one of these, whatever ``classes`` says.
 NESTING_PARENT_CLASSES: tuple[str, ...] = ("circle", "square")
@@ -340,84 +337,6 @@ def seen_class_ids(holdout: Sequence[str], *, nest_probability: float = 0.3) -> 
             f"{list(NESTING_PARENT_CLASSES)}; hold out other classes or set nest_probability=0"
         )
     return seen
-
-
-class SceneChunks:
-    """Training scenes by step: chunks of fresh scenes, each scene used once.
-
-    Step ``s`` uses slice ``s mod k`` of chunk ``s // k`` (``k = chunk_size //
-    batch_size``); chunk ``c`` is ``make_scenes(..., seed=mix(seed, c))``. The batch of a
-    step is therefore a pure function of ``(seed, step)``: a resumed run sees exactly
-    what an uninterrupted one would. The current chunk is cached.
-
-    Args:
-        batch_size: scenes per step.
-        chunk_size: scenes drawn at once (rounded down to a multiple of ``batch_size``).
-        resolution: image side.
-        seed: base seed.
-        classes: class names allowed in the scenes (``None``: all; shapes only).
-        nest_probability: share of scenes with a nested pair (shapes only).
-        device: where scenes are drawn.
-        dataset: ``"shapes"`` (:func:`~teachkit.data.shapes.make_scenes`) or
-            ``"critters"`` (:func:`~teachkit.data.critters.make_critter_scenes`).
-    """
-
-    def __init__(
-        self,
-        batch_size: int,
-        *,
-        chunk_size: int = 512,
-        resolution: int = 128,
-        seed: int = 0,
-        classes: Sequence[str] | None = None,
-        nest_probability: float = 0.3,
-        device: torch.device | str = "cpu",
-        dataset: str = "shapes",
-    ) -> None:
-        if not 1 <= batch_size <= chunk_size:
-            raise ValueError(f"need 1 <= batch_size <= chunk_size, got {batch_size}, {chunk_size}")
-        if dataset not in SCENE_DATASETS:
-            raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(SCENE_DATASETS)}")
-        if dataset == "critters" and classes is not None:
-            raise ValueError("critters scenes draw every class; pass classes=None")
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.steps_per_chunk = chunk_size // batch_size
-        self.resolution, self.seed = resolution, seed
-        self.classes = tuple(classes) if classes is not None else None
-        self.nest_probability = nest_probability
-        self.device = torch.device(device)
-        self._cached: tuple[int, SceneBatch] | None = None
-
-    def chunk(self, index: int) -> SceneBatch:
-        """Chunk ``index`` (drawn, or the cached one)."""
-        if self._cached is None or self._cached[0] != index:
-            if self.dataset == "critters":
-                scenes = make_critter_scenes(
-                    self.steps_per_chunk * self.batch_size,
-                    resolution=self.resolution,
-                    seed=mix_seed(self.seed, index),
-                    device=self.device,
-                )
-                self._cached = (index, scenes)
-                return scenes
-            scenes = make_scenes(
-                self.steps_per_chunk * self.batch_size,
-                resolution=self.resolution,
-                seed=mix_seed(self.seed, index),
-                classes=self.classes,
-                nest_probability=self.nest_probability,
-                device=self.device,
-            )
-            self._cached = (index, scenes)
-        return self._cached[1]
-
-    def batch(self, step: int) -> SceneBatch:
-        """The ``batch_size`` scenes of step ``step``."""
-        chunk, i = divmod(step, self.steps_per_chunk)
-        s = self.chunk(chunk)
-        sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-        return SceneBatch(s.images[sl], s.labels[sl], s.masks[sl], s.counts[sl], s.parents[sl])
 
 
 # ------------------------------------------------------------------- one training step

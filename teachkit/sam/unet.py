@@ -40,10 +40,11 @@ from scipy import ndimage
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.shapes import CLASSES, SceneBatch
 from teachkit.profiles import pick_device, seed_everything
 from teachkit.sam.evaluate import instance_queries
-from teachkit.sam.train import SceneChunks, seen_class_ids
+from teachkit.sam.train import seen_class_ids
 
 __all__ = [
     "UNet",
