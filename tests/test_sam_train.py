@@ -16,17 +16,12 @@ import torch
 from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.shapes import CLASSES, make_scenes
 from teachkit.sam.cli import main
+from teachkit.sam.config import SamTrainConfig, seen_class_ids
 from teachkit.sam.evaluate import ambiguity_example, error_region_click, evaluate_sam
 from teachkit.sam.geometry import mask_center, mask_iou, mean_iou
 from teachkit.sam.losses import dice_loss, focal_loss, select_min_loss
 from teachkit.sam.prompting import jitter_boxes, sample_error_point, sample_point_in_mask
-from teachkit.sam.train import (
-    SamTrainConfig,
-    _interactive_loss,
-    build_training_sam,
-    seen_class_ids,
-    train_sam,
-)
+from teachkit.sam.train import _interactive_loss, build_training_sam, train_sam
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

@@ -111,7 +111,7 @@ def test_command_line_trains_evaluates_and_ships(tmp_path, monkeypatch):
 
     import teachkit.pretrained as pretrained
     from teachkit.sam.cli import main
-    from teachkit.sam.train import seen_class_ids
+    from teachkit.sam.config import seen_class_ids
 
     monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path / "shipped")
     out = tmp_path / "run"

@@ -147,8 +147,9 @@ def test_shipped_critters_dino_models_meet_the_bar(name):
 
 def test_shipped_tiny_sam_reproduces_its_card():
     """The tiny SAM's recorded mIoU (1 point, box, seen vs unseen) on the fixed held-out scenes."""
+    from teachkit.sam.config import SamTrainConfig, seen_class_ids
     from teachkit.sam.evaluate import eval_scenes, evaluate_sam
-    from teachkit.sam.train import SamTrainConfig, build_training_sam, seen_class_ids
+    from teachkit.sam.train import build_training_sam
 
     cfg = SamTrainConfig()
     model = build_training_sam(cfg)
@@ -161,8 +162,8 @@ def test_shipped_tiny_sam_reproduces_its_card():
 
 
 def test_shipped_unet_reproduces_its_card():
+    from teachkit.sam.config import SamTrainConfig, seen_class_ids
     from teachkit.sam.evaluate import eval_scenes
-    from teachkit.sam.train import SamTrainConfig, seen_class_ids
     from teachkit.sam.unet import UNet, evaluate_unet
 
     cfg = SamTrainConfig()

@@ -16,7 +16,7 @@ explains them:
 * :mod:`~teachkit.sam.predictor` -- :class:`SamPredictor`, prompts in image pixels;
 * :mod:`~teachkit.sam.automatic` -- :class:`AutomaticMaskGenerator`, "segment everything";
 * :mod:`~teachkit.sam.batching` -- many prompts against one image, decoded in batches of
-  bounded size (``points_per_batch``), so a 32 x 32 grid of clicks fits a 15 GB GPU.
+  bounded size (``points_per_batch``), so a 32 x 32 grid of clicks fits a 15 GB GPU;
 * :mod:`~teachkit.sam.geometry` -- mask geometry every stage shares: boxes, NMS, IoU,
   centres, stability score, small-region clean-up, the click grid.
 
@@ -24,7 +24,10 @@ Training and measuring the chapter's tiny SAM:
 
 * :mod:`~teachkit.sam.losses` -- focal, dice and IoU losses, the minimum over three masks;
 * :mod:`~teachkit.sam.prompting` -- the simulated user: first click, corrections, boxes;
-* :mod:`~teachkit.sam.train` -- the training loop;
+* :mod:`~teachkit.sam.config` -- ``SamTrainConfig``, every setting of a training run
+  with what to try, and the held-out classes;
+* :mod:`~teachkit.sam.train` -- the training loop: the loss of one step, checkpoints and
+  resuming;
 * :mod:`~teachkit.sam.evaluate` -- mIoU with 1 point, k points and a box, seen vs unseen;
 * :mod:`~teachkit.sam.unet` -- the class-aware U-Net baseline;
 * :mod:`~teachkit.sam.cli` -- the ``sam`` and ``unet`` commands of ``python -m teachkit.train``.

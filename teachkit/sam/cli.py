@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
+from teachkit.sam.config import SamTrainConfig
 from teachkit.sam.evaluate import EVAL_SEED, eval_scenes, evaluate_sam
-from teachkit.sam.train import SamTrainConfig, train_sam
+from teachkit.sam.train import train_sam
 
 
 def _add_config_flags(p: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:

@@ -18,7 +18,7 @@ shapes scenes (:func:`teachkit.data.shapes.make_scenes`):
 * **box**: the tight box of the visible mask, single-mask output;
 * **mIoU** is the mean over queries of the IoU between the predicted and the true mask.
 
-Classes held out of training (:data:`~teachkit.sam.train.SamTrainConfig.holdout`) are
+Classes held out of training (:data:`~teachkit.sam.config.SamTrainConfig.holdout`) are
 reported apart ("unseen"): a class-agnostic model should segment them almost as well.
 :func:`teachkit.sam.unet.evaluate_unet` measures the class-aware baseline on the same
 instances; it gets no prompt, and it cannot *name* an unseen class at all.

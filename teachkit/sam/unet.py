@@ -43,8 +43,8 @@ from tqdm.auto import tqdm
 from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.shapes import CLASSES, SceneBatch
 from teachkit.profiles import pick_device, seed_everything
+from teachkit.sam.config import seen_class_ids
 from teachkit.sam.evaluate import instance_queries
-from teachkit.sam.train import seen_class_ids
 
 __all__ = [
     "UNet",
