@@ -221,7 +221,11 @@ def attention_jaccard(
         ``best_head`` / ``best_head_index``: the best of those (one head for the whole
         set, as the paper reports); ``mean_head``: their mean; ``merged``: mean Jaccard
         of the union of all heads; ``oracle_head``: mean of each image's best head
-        (:func:`best_head_jaccard`, an upper bound).
+        (:func:`best_head_jaccard`, an upper bound); ``head_average``: mean Jaccard of
+        one map per image, the heads' maps averaged *before* the threshold (the map
+        :func:`teachkit.dino_sam.attention_saliency` proposes objects with). Heads that
+        attend to different parts of the object add up; a lone head that looks at the
+        background is outvoted.
     """
     if patch_size is None:
         patch_size = getattr(model, "patch_size", None)
@@ -245,7 +249,7 @@ def attention_jaccard(
     grid = (H // p[0], W // p[1])
     device = next((q.device for q in model.parameters()), torch.device("cpu"))
 
-    per_head, merged, oracle = [], [], []
+    per_head, merged, oracle, averaged = [], [], [], []
     was_training = model.training
     model.eval()
     try:
@@ -259,6 +263,8 @@ def attention_jaccard(
                 per_head.append(jaccard(kept, truth.unsqueeze(1).expand_as(kept)).cpu())
                 merged.append(jaccard(merge_heads(kept), truth).cpu())
                 oracle.append(best_head_jaccard(kept, truth).cpu())
+                mean_map = upsample_patches(mass_threshold(maps.mean(dim=1), mass), p)
+                averaged.append(jaccard(mean_map, truth).cpu())
     finally:
         model.train(was_training)
 
@@ -271,6 +277,7 @@ def attention_jaccard(
         "mean_head": float(heads.mean()),
         "merged": float(torch.cat(merged).mean()),
         "oracle_head": float(torch.cat(oracle).mean()),
+        "head_average": float(torch.cat(averaged).mean()),
     }
 
 

@@ -155,6 +155,10 @@ def test_attention_jaccard_with_a_stand_in_model() -> None:
     assert out["oracle_head"] == 1.0
     # In both images the union is 6 object patches + 2 bottom corners + the top-left patch.
     assert out["merged"] == pytest.approx(6 / 9)
+    # The heads' average: top-left 0.34, each bottom corner 0.17, each object patch 0.04.
+    # The three background patches alone hold 60 % of the mass, so averaging first keeps
+    # no object patch at all: concentrated heads outvote a spread-out one.
+    assert out["head_average"] == 0.0
 
 
 def test_bad_shapes_raise() -> None:
