@@ -39,13 +39,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
+
+from teachkit.config_fields import config_field
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -61,11 +62,6 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
-def _opt(default: Any, help: str) -> Any:
-    """A dataclass field with its default and the help text the command line shows."""
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class MultiCropConfig:
     """The multi-crop recipe. Defaults are the official DINO values at 32 px.
@@ -74,63 +70,65 @@ class MultiCropConfig:
     command line (:mod:`teachkit.train`) shows the same text.
     """
 
-    global_crops_scale: tuple[float, float] = _opt(
+    global_crops_scale: tuple[float, float] = config_field(
         (0.4, 1.0),
         "Area range of the two global crops, as a fraction of the image, before resizing. "
         "Official: 0.4 1. Without local crops use a wider range, 0.14 1.",
     )
-    local_crops_scale: tuple[float, float] = _opt(
+    local_crops_scale: tuple[float, float] = config_field(
         (0.05, 0.4),
         "Area range of the small local crops, as a fraction of the image. Official: 0.05 0.4.",
     )
-    local_crops_number: int = _opt(
+    local_crops_number: int = config_field(
         8,
         "Number of local crops per image. Official: 8 (10 in the best ViT-S run); "
         "0 disables multi-crop (2 views only). 4-6 halves CPU cost.",
     )
-    global_size: int = _opt(
+    global_size: int = config_field(
         32,
         "Side in pixels of the global crops after resizing: 224 on ImageNet, 32 for "
         "CIFAR-10 and shapes (the native resolution).",
     )
-    local_size: int = _opt(
+    local_size: int = config_field(
         16,
         "Side in pixels of the local crops: 96 on ImageNet (3/7 of 224); half the global "
         "size works at 32 px. Must be divisible by the ViT patch size.",
     )
-    crop_ratio: tuple[float, float] = _opt(
+    crop_ratio: tuple[float, float] = config_field(
         (3 / 4, 4 / 3), "Aspect-ratio range (width / height) of the random crops."
     )
-    flip_p: float = _opt(0.5, "Probability of a horizontal flip.")
-    jitter_p: float = _opt(0.8, "Probability of applying colour jitter to a view.")
-    brightness: float = _opt(0.4, "Brightness factor drawn from [1 - b, 1 + b].")
-    contrast: float = _opt(0.4, "Contrast factor drawn from [1 - c, 1 + c].")
-    saturation: float = _opt(0.2, "Saturation factor drawn from [1 - s, 1 + s].")
-    hue: float = _opt(0.1, "Hue shift drawn from [-h, h] (fraction of the colour wheel).")
-    grayscale_p: float = _opt(0.2, "Probability of turning a view grayscale.")
-    blur_p: tuple[float, float, float] = _opt(
+    flip_p: float = config_field(0.5, "Probability of a horizontal flip.")
+    jitter_p: float = config_field(0.8, "Probability of applying colour jitter to a view.")
+    brightness: float = config_field(0.4, "Brightness factor drawn from [1 - b, 1 + b].")
+    contrast: float = config_field(0.4, "Contrast factor drawn from [1 - c, 1 + c].")
+    saturation: float = config_field(0.2, "Saturation factor drawn from [1 - s, 1 + s].")
+    hue: float = config_field(0.1, "Hue shift drawn from [-h, h] (fraction of the colour wheel).")
+    grayscale_p: float = config_field(0.2, "Probability of turning a view grayscale.")
+    blur_p: tuple[float, float, float] = config_field(
         (1.0, 0.1, 0.5), "Gaussian-blur probability for global 1, global 2 and local crops."
     )
-    blur_sigma: tuple[float, float] = _opt(
+    blur_sigma: tuple[float, float] = config_field(
         (0.1, 2.0),
         "Blur standard-deviation range, in pixels of a global crop of side "
         "blur_reference_size (official: 0.1-2 px at 224 px).",
     )
-    blur_reference_size: int = _opt(
+    blur_reference_size: int = config_field(
         224,
         "Global-crop side at which blur_sigma is given; sigmas scale by global_size / "
         "blur_reference_size. 224 keeps the official blur relative to the image (at 32 px: "
         "0.014-0.29 px, almost no blur, like CIFAR recipes that switch blur off). Set it to "
         "global_size (e.g. 32) for a visible blur.",
     )
-    solarize_p: float = _opt(0.2, "Solarisation probability, second global crop only.")
-    interpolation: str = _opt(
-        "bicubic", "Resampling of the crops: 'bicubic' (official) or 'bilinear' (faster)."
+    solarize_p: float = config_field(0.2, "Solarisation probability, second global crop only.")
+    interpolation: str = config_field(
+        "bicubic",
+        "Resampling of the crops: 'bicubic' (official) or 'bilinear' (faster).",
+        choices=("bicubic", "bilinear"),
     )
-    mean: tuple[float, float, float] = _opt(
+    mean: tuple[float, float, float] = config_field(
         IMAGENET_MEAN, "Per-channel mean subtracted at the end."
     )
-    std: tuple[float, float, float] = _opt(
+    std: tuple[float, float, float] = config_field(
         IMAGENET_STD, "Per-channel standard deviation divided by."
     )
 

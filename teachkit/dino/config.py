@@ -10,15 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from teachkit.config_fields import config_field
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.models.registry import ARCHS
 
 __all__ = ["DINOConfig"]
-
-
-def _opt(default: Any, help: str) -> Any:
-    """A dataclass field with its default and the help text the command line shows."""
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -28,105 +24,108 @@ class DINOConfig:
     and what to try, and is the help text of the command line."""
 
     # ---- model --------------------------------------------------------------------
-    arch: str = _opt(
+    arch: str = config_field(
         "vit_tiny",
         f"Backbone when none is passed: one of {', '.join(ARCHS)}. vit_nano or small_cnn "
         "train on a CPU; vit_small is DINO's main model.",
+        choices=ARCHS,
     )
-    patch_size: int = _opt(
+    patch_size: int = config_field(
         4,
         "ViT patch side in pixels. Smaller is better but costs more: 16 on ImageNet (224 px), "
         "4 at 32 px (an 8 x 8 grid; 4 x 4 for 16 px local crops).",
     )
-    conv_stem: bool = _opt(
+    conv_stem: bool = config_field(
         False,
         "ViTs only: a few stride-2 3x3 convolutions instead of the one-shot patchify layer "
         "(Xiao et al. 2021); small ViTs learn much faster with it on small images.",
     )
-    drop_path_rate: float = _opt(
+    drop_path_rate: float = config_field(
         0.1, "Stochastic depth of the student ViT (teacher: 0). 0.1 for ViT-S; 0 for tiny ones."
     )
-    out_dim: int = _opt(
+    out_dim: int = config_field(
         65536,
         "K, the number of prototypes of the head. 65536 in the paper for ImageNet; "
         "1024-4096 is enough for CIFAR-10 or shapes and much cheaper.",
     )
-    hidden_dim: int = _opt(
+    hidden_dim: int = config_field(
         2048, "Width of the head's MLP (2048 in the paper; 512 for tiny models)."
     )
-    bottleneck_dim: int = _opt(
+    bottleneck_dim: int = config_field(
         256, "Size of the L2-normalised embedding before the prototypes (256)."
     )
-    use_bn_in_head: bool = _opt(
+    use_bn_in_head: bool = config_field(
         False,
         "BatchNorm in the head's MLP. Off for ViTs (official); it breaks the exact "
         "equivalence between one process and several.",
     )
-    norm_last_layer: bool = _opt(
+    norm_last_layer: bool = config_field(
         True,
         "Fix the weight-norm scales of the last layer to 1. True is stable; False trains "
         "slightly better for ViT-S/16 but can be unstable.",
     )
     # ---- teacher and loss -----------------------------------------------------------
-    momentum_teacher: float = _opt(
+    momentum_teacher: float = config_field(
         0.996,
         "Initial EMA momentum of the teacher, raised to 1 by a cosine schedule. Higher with "
         "small batches: 0.9995 for batch 256.",
     )
-    momentum_teacher_end: float = _opt(
+    momentum_teacher_end: float = config_field(
         1.0,
         "EMA momentum at the end of the cosine schedule (1). Ablation: momentum_teacher=0 "
         "with momentum_teacher_end=0 makes the teacher a copy of the student (no EMA).",
     )
-    centering: bool = _opt(
+    centering: bool = config_field(
         True,
         "Subtract the running centre from the teacher logits. Ablation: without it "
         "sharpening alone collapses every image onto one prototype (entropy -> 0).",
     )
-    warmup_teacher_temp: float = _opt(
+    warmup_teacher_temp: float = config_field(
         0.04,
         "Teacher temperature at epoch 0: 0.04 works in most cases; lower it if the loss "
         "does not decrease.",
     )
-    teacher_temp: float = _opt(
+    teacher_temp: float = config_field(
         0.04,
         "Teacher temperature after the warm-up. Above 0.07 is unstable. The paper warms up "
         "0.04 -> 0.07 over 30 epochs; the official default stays at 0.04.",
     )
-    warmup_teacher_temp_epochs: int = _opt(
+    warmup_teacher_temp_epochs: int = config_field(
         0, "Epochs of linear teacher-temperature warm-up (0: none; 30 in the paper)."
     )
-    student_temp: float = _opt(0.1, "Student temperature (0.1).")
-    center_momentum: float = _opt(0.9, "EMA momentum of the teacher centre (0.9).")
+    student_temp: float = config_field(0.1, "Student temperature (0.1).")
+    center_momentum: float = config_field(0.9, "EMA momentum of the teacher centre (0.9).")
     # ---- optimisation ---------------------------------------------------------------
-    batch_size: int = _opt(
+    batch_size: int = config_field(
         64,
         "Images per step and process (the global batch is this x processes). 64 per GPU "
         "officially; 1024 in the best runs.",
     )
-    epochs: int = _opt(
+    epochs: int = config_field(
         100, "Length of training in epochs; the schedules span epochs x steps_per_epoch."
     )
-    steps_per_epoch: int | None = _opt(
+    steps_per_epoch: int | None = config_field(
         None,
         "Steps per epoch; required for an endless stream (e.g. ShapesStream), otherwise len(data).",
     )
-    lr: float = _opt(
+    lr: float = config_field(
         5e-4,
         "Peak learning rate for a batch of 256, scaled linearly with the global batch (0.0005).",
     )
-    min_lr: float = _opt(1e-6, "Learning rate at the end of the cosine decay (1e-6).")
-    warmup_epochs: int = _opt(
+    min_lr: float = config_field(1e-6, "Learning rate at the end of the cosine decay (1e-6).")
+    warmup_epochs: int = config_field(
         10, "Epochs of linear learning-rate warm-up (10; about a tenth of a short run)."
     )
-    weight_decay: float = _opt(0.04, "Initial weight decay (0.04); a small value early helps ViTs.")
-    weight_decay_end: float = _opt(0.4, "Final weight decay of the cosine schedule (0.4).")
-    clip_grad: float = _opt(
+    weight_decay: float = config_field(
+        0.04, "Initial weight decay (0.04); a small value early helps ViTs."
+    )
+    weight_decay_end: float = config_field(0.4, "Final weight decay of the cosine schedule (0.4).")
+    clip_grad: float = config_field(
         3.0,
         "Max gradient norm of each parameter tensor (official per-parameter clipping); "
         "0 disables. 0.3-1.0 can help large ViTs.",
     )
-    freeze_last_layer: int = _opt(
+    freeze_last_layer: int = config_field(
         1,
         "Epochs during which the head's last layer is not updated (1); raise it if the loss "
         "does not decrease.",
@@ -137,39 +136,42 @@ class DINOConfig:
         metadata={"help": "The multi-crop recipe (teachkit.dino.augment.MultiCropConfig)."},
     )
     # ---- run ------------------------------------------------------------------------
-    seed: int = _opt(0, "Seed of initialisation, data order and crops.")
-    device: str | None = _opt(
+    seed: int = config_field(0, "Seed of initialisation, data order and crops.")
+    device: str | None = config_field(
         None, "'cpu', 'cuda', 'cuda:1', 'mps'; None picks (cuda:LOCAL_RANK under torchrun)."
     )
-    precision: str = _opt(
+    precision: str = config_field(
         "auto",
         "'auto' (bf16 on Ampere+ GPUs, fp16 + loss scaling on older ones, fp32 on CPU), or "
         "force 'fp32', 'bf16', 'fp16'. Try fp32 if the loss turns NaN.",
+        choices=("auto", "fp32", "bf16", "fp16"),
     )
-    compile: bool = _opt(
+    compile: bool = config_field(
         False,
         "torch.compile student and teacher (faster on recent GPUs after a minute of "
         "compiling; falls back to eager with a warning if compiling fails).",
     )
-    out_dir: str | None = _opt(
+    out_dir: str | None = config_field(
         None,
         "Directory for checkpoint.pt and metrics.json; a run restarted with the same "
         "directory resumes. A Google Drive path on Colab. None: nothing is written.",
     )
-    checkpoint_every: int = _opt(500, "Save a checkpoint every this many steps (and at the end).")
-    log_every: int = _opt(
+    checkpoint_every: int = config_field(
+        500, "Save a checkpoint every this many steps (and at the end)."
+    )
+    log_every: int = config_field(
         10, "Read metrics back from the device every this many steps (each read is a sync)."
     )
-    max_steps: int | None = _opt(
+    max_steps: int | None = config_field(
         None,
         "Stop (with a checkpoint) after this global step, leaving the schedules as for the "
         "full run: split a long run into sessions.",
     )
-    knn_every: int = _opt(
+    knn_every: int = config_field(
         1, "Run the k-NN monitor every this many epochs (when eval_data is given)."
     )
-    knn_k: int = _opt(20, "Neighbours of the k-NN monitor (20).")
-    collapse_guard: bool = _opt(
+    knn_k: int = config_field(20, "Neighbours of the k-NN monitor (20).")
+    collapse_guard: bool = config_field(
         True,
         "Stop with UniformCollapseError when, after the learning-rate warm-up, the teacher "
         "entropy stays within 0.05 of ln K for a whole epoch (uniform collapse: every "
