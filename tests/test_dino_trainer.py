@@ -190,6 +190,24 @@ def test_max_steps_stops_with_a_checkpoint_and_the_next_run_continues(tmp_path):
     assert ran == [2, 3, 4, 5] and [r["step"] for r in rest.steps] == list(range(6))
 
 
+def test_a_resumed_run_names_every_changed_setting_but_the_free_ones(tmp_path):
+    first = tiny_config(out_dir=str(tmp_path), max_steps=2, checkpoint_every=100)
+    train_dino(first, ImageBatches(tiny_images(), 8), backbone=backbone(), progress=False)
+    changed = tiny_config(
+        out_dir=str(tmp_path),
+        max_steps=4,  # free to change: when to stop, save, log, monitor
+        checkpoint_every=50,
+        log_every=2,
+        teacher_temp=0.05,  # not free: the run would differ from an uninterrupted one
+        crops=MultiCropConfig(global_size=16, local_size=8, local_crops_number=2, flip_p=0.4),
+    )
+    with pytest.warns(UserWarning, match="changed settings") as caught:
+        train_dino(changed, ImageBatches(tiny_images(), 8), backbone=backbone(), progress=False)
+    message = next(str(w.message) for w in caught if "changed settings" in str(w.message))
+    assert "'teacher_temp': (0.04, 0.05)" in message and "'crops.flip_p': (0.5, 0.4)" in message
+    for free in ("max_steps", "checkpoint_every", "log_every"):
+        assert f"'{free}'" not in message
+
 def _ddp_worker(rank: int, world: int, store: str, images: torch.Tensor, out: str) -> None:
     torch.set_num_threads(1)
     tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)

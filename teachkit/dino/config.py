@@ -14,7 +14,24 @@ from teachkit.config_fields import config_field
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.models.registry import ARCHS
 
-__all__ = ["DINOConfig"]
+__all__ = ["DINOConfig", "FREE_TO_CHANGE"]
+
+#: Settings that may differ between the sessions of one run without a warning (the resume
+#: policy of :func:`teachkit.run.resume_run`): where the run is written and runs, when it
+#: stops, saves, reads metrics back or runs the k-NN monitor, and whether it compiles or
+#: guards against collapse; none changes the maths of a step. Every other change is
+#: named in a warning when the run resumes.
+FREE_TO_CHANGE: tuple[str, ...] = (
+    "out_dir",
+    "device",
+    "compile",
+    "max_steps",
+    "checkpoint_every",
+    "log_every",
+    "knn_every",
+    "knn_k",
+    "collapse_guard",
+)
 
 
 @dataclass

@@ -12,8 +12,8 @@ and around it: per-step schedules (lr, weight decay, teacher momentum, teacher
 temperature), mixed precision (:func:`teachkit.profiles.pick_precision`), multi-crop
 augmentation on the device (:class:`~teachkit.dino.batched_augment.BatchedMultiCrop`),
 multi-process training under ``torchrun`` (:mod:`teachkit.distributed`), atomic
-checkpoints with automatic resume (:mod:`teachkit.checkpoint`), a tqdm bar, a per-step
-history and a per-epoch k-NN monitor (:mod:`teachkit.knn`).
+checkpoints with automatic resume under the resume policy of :mod:`teachkit.run`, a tqdm
+bar, a per-step history and a per-epoch k-NN monitor (:mod:`teachkit.knn`).
 
 Example::
 
@@ -40,7 +40,6 @@ of it is the ViT, the batched augmentation is about 0.08 s.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -56,11 +55,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from teachkit import distributed as dist
-from teachkit.checkpoint import capture_rng_state, load_latest, restore_rng_state, save_checkpoint
+from teachkit.checkpoint import capture_rng_state, restore_rng_state
 from teachkit.data.stream import ImageBatches, mix_seed
 from teachkit.dino.augment import to_float_image
 from teachkit.dino.batched_augment import BatchedMultiCrop
-from teachkit.dino.config import DINOConfig
+from teachkit.dino.config import FREE_TO_CHANGE, DINOConfig
 from teachkit.dino.head import DINOHead, MultiCropWrapper, cancel_gradients_last_layer
 from teachkit.dino.loss import DINOLoss, DINOLossOutput
 from teachkit.dino.schedules import (
@@ -73,6 +72,7 @@ from teachkit.dino.schedules import (
 from teachkit.dino.teacher import build_teacher, update_teacher
 from teachkit.models.registry import build_backbone
 from teachkit.profiles import BF16, FP16, FP32, Precision, pick_precision, seed_everything
+from teachkit.run import NonFiniteLossError, StepHistory, resume_run, save_run, write_metrics
 
 __all__ = [
     "DINOConfig",
@@ -89,10 +89,6 @@ STEP_STATS: tuple[str, ...] = ("loss", "teacher_entropy", "batch_entropy", "kl",
 Callback = Callable[[str, dict[str, float]], "bool | None"]
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the step and likely causes."""
-
-
 class UniformCollapseError(RuntimeError):
     """The teacher's outputs stayed uniform for a whole epoch after the warm-up.
 
@@ -105,7 +101,7 @@ COLLAPSE_MARGIN = 0.05
 
 
 @dataclass
-class History:
+class History(StepHistory):
     """What a run recorded.
 
     Attributes:
@@ -117,14 +113,9 @@ class History:
             JSON); evaluate ``teacher.backbone`` as the paper does.
     """
 
-    steps: list[dict[str, float]] = field(default_factory=list)
     epochs: list[dict[str, float]] = field(default_factory=list)
     student: nn.Module | None = field(default=None, repr=False)
     teacher: nn.Module | None = field(default=None, repr=False)
-
-    def column(self, name: str) -> list[float]:
-        """One metric over the steps, e.g. ``history.column("loss")`` for a plot."""
-        return [row[name] for row in self.steps]
 
     def to_dict(self) -> dict[str, list[dict[str, float]]]:
         return {"steps": self.steps, "epochs": self.epochs}
@@ -719,27 +710,24 @@ class _Run:
             "rng": rngs,
             "history": self.history.to_dict(),
         }
-        save_checkpoint(state, Path(self.cfg.out_dir) / "checkpoint.pt")
-        self._write_metrics()
+        save_run(self.cfg.out_dir, state, self._metrics())
+
+    def _metrics(self) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "run": self.run_info, **self.history.to_dict()}
 
     def _write_metrics(self) -> None:
         if self.main and self.cfg.out_dir is not None:
-            Path(self.cfg.out_dir).mkdir(parents=True, exist_ok=True)
-            metrics = {
-                "config": self.cfg.to_dict(),
-                "run": self.run_info,
-                **self.history.to_dict(),
-            }
-            (Path(self.cfg.out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
+            write_metrics(self.cfg.out_dir, self._metrics())
 
     def _resume(self) -> int:
-        """Load the latest checkpoint of out_dir (if any); the step to continue from."""
-        if self.cfg.out_dir is None:
-            return 0
-        ckpt = load_latest(self.cfg.out_dir)
+        """Load the latest checkpoint of out_dir (if any); the step to continue from.
+        Changed settings other than :data:`~teachkit.dino.config.FREE_TO_CHANGE` are
+        named in a warning (:func:`teachkit.run.resume_run`)."""
+        ckpt = resume_run(
+            self.cfg.out_dir, self.cfg.to_dict(), free_to_change=FREE_TO_CHANGE, stacklevel=4
+        )
         if ckpt is None:
             return 0
-        self._check_resumable(ckpt["config"])
         try:
             self.student.load_state_dict(ckpt["student"])
             self.teacher.load_state_dict(ckpt["teacher"])
@@ -755,17 +743,3 @@ class _Run:
         restore_rng_state(rngs[self.rank] if len(rngs) == self.world else rngs[0])
         self.history = History(steps=ckpt["history"]["steps"], epochs=ckpt["history"]["epochs"])
         return int(ckpt["step"])
-
-    def _check_resumable(self, saved: dict[str, Any]) -> None:
-        keys = ("epochs", "steps_per_epoch", "batch_size", "lr", "seed", "warmup_epochs")
-        changed = {
-            k: (saved.get(k), getattr(self.cfg, k))
-            for k in keys
-            if saved.get(k) != getattr(self.cfg, k)
-        }
-        if changed:
-            warnings.warn(
-                f"resuming from {self.cfg.out_dir} with changed settings "
-                f"{changed} (saved, now): the schedules differ from the saved run's",
-                stacklevel=4,
-            )

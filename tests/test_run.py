@@ -1,0 +1,60 @@
+"""The run skeleton every trainer shares: the non-finite-loss error, the run folder, the
+one resume policy and the recorded command (teachkit.run)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+import teachkit.dino
+import teachkit.dino.trainer
+from teachkit.run import (
+    NonFiniteLossError,
+    changed_settings,
+    command_line,
+    parse_args_recorded,
+    resume_run,
+    save_run,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
+def test_one_non_finite_loss_error_for_dino_and_the_rest():
+    assert issubclass(NonFiniteLossError, FloatingPointError)
+    assert teachkit.dino.NonFiniteLossError is NonFiniteLossError
+    assert teachkit.dino.trainer.NonFiniteLossError is NonFiniteLossError
+
+
+def test_changed_settings_are_named_except_the_free_ones():
+    saved = {"lr": 0.1, "out_dir": "a", "crops": {"scale": (0.4, 1.0), "size": 32}}
+    now = {"lr": 0.2, "out_dir": "b", "crops": {"scale": [0.4, 1.0], "size": 16}, "new": 1}
+    assert changed_settings(saved, now, free_to_change=("out_dir",)) == {
+        "lr": (0.1, 0.2),
+        "crops.size": (32, 16),
+        "new": (None, 1),
+    }
+    assert changed_settings(saved, saved) == {}
+
+
+def test_save_run_then_resume_run_under_the_one_policy(tmp_path):
+    assert resume_run(None, {}, free_to_change=()) is None
+    assert resume_run(tmp_path, {}, free_to_change=()) is None  # nothing saved yet
+    config = {"lr": 0.1, "checkpoint_every": 10}
+    save_run(tmp_path, {"config": config, "w": torch.ones(2)}, {"config": config})
+    assert (tmp_path / "metrics.json").read_text().startswith("{")
+    with pytest.warns(UserWarning, match=r"changed settings \{'lr': \(0.1, 0.3\)\}"):
+        ckpt = resume_run(
+            tmp_path, {"lr": 0.3, "checkpoint_every": 5}, free_to_change=("checkpoint_every",)
+        )
+    assert torch.equal(ckpt["w"], torch.ones(2))
+
+
+def test_the_command_is_recorded_as_parsed():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    args = parse_args_recorded(parser, ["--out", "runs/x"])
+    assert args.argv == ["--out", "runs/x"]
+    assert command_line(args) == "python -m teachkit.train --out runs/x"
