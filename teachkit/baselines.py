@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from teachkit.knn import extract_features, knn_accuracy
 from teachkit.models.registry import build_backbone, check_arch, is_vit
 from teachkit.pretrained import ModelCard, save_shipped
 from teachkit.profiles import hardware_name, pick_device, seed_everything
+from teachkit.run import command_line
 
 __all__ = ["add_commands"]
 
@@ -107,7 +107,7 @@ def _finish(args, model, description: str, results: dict, losses: list[float], s
     card = ModelCard(
         name=args.ship or args.out.name,
         description=description,
-        command="python -m teachkit.train " + " ".join(sys.argv[1:]),
+        command=command_line(args),
         seed=args.seed,
         data=f"{args.dataset} stream (fresh 32x32 images, batch {args.batch_size}"
         f"{', shortcuts=True' if getattr(args, 'shortcuts', False) else ''}); evaluated on "

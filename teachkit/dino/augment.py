@@ -67,7 +67,7 @@ class MultiCropConfig:
     """The multi-crop recipe. Defaults are the official DINO values at 32 px.
 
     Every field's ``metadata["help"]`` says what it does and what to try; the
-    command line (:mod:`teachkit.train`) shows the same text.
+    command line (:mod:`teachkit.dino.cli`) shows the same text.
     """
 
     global_crops_scale: tuple[float, float] = config_field(
