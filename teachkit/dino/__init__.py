@@ -8,7 +8,11 @@ One module per idea of the paper, in the order the course meets them:
 * :mod:`~teachkit.dino.loss`: centring, sharpening and the cross-view cross-entropy;
 * :mod:`~teachkit.dino.teacher`: the momentum (EMA) teacher;
 * :mod:`~teachkit.dino.schedules`: learning-rate, weight-decay, momentum, temperature;
-* :mod:`~teachkit.dino.trainer`: the training loop (:func:`train_dino`).
+* :mod:`~teachkit.dino.trainer`: the training loop (:func:`train_dino`), with
+  :mod:`~teachkit.dino.config` (its settings), :mod:`~teachkit.dino.inputs` (what it
+  accepts) and :mod:`~teachkit.dino.monitor` (the k-NN monitor and collapse guard);
+* :mod:`~teachkit.dino.cli`: the ``dino`` and ``ship-dino`` commands of
+  ``python -m teachkit.train``.
 """
 
 from teachkit.dino.augment import MultiCropAugmentation, MultiCropConfig, ViewParams

@@ -13,7 +13,8 @@ temperature), mixed precision (:func:`teachkit.profiles.pick_precision`), multi-
 augmentation on the device (:class:`~teachkit.dino.batched_augment.BatchedMultiCrop`),
 multi-process training under ``torchrun`` (:mod:`teachkit.distributed`), atomic
 checkpoints with automatic resume under the resume policy of :mod:`teachkit.run`, a tqdm
-bar, a per-step history and a per-epoch k-NN monitor (:mod:`teachkit.knn`).
+bar, a per-step history, a per-epoch k-NN monitor and a collapse guard
+(:mod:`teachkit.dino.monitor`).
 
 Example::
 
@@ -42,26 +43,30 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from teachkit import distributed as dist
 from teachkit.checkpoint import capture_rng_state, restore_rng_state
+from teachkit.compile_fallback import CompiledOrEager
 from teachkit.data.stream import ImageBatches, mix_seed
-from teachkit.dino.augment import to_float_image
 from teachkit.dino.batched_augment import BatchedMultiCrop
 from teachkit.dino.config import FREE_TO_CHANGE, DINOConfig
 from teachkit.dino.head import DINOHead, MultiCropWrapper, cancel_gradients_last_layer
+from teachkit.dino.inputs import batches_from, check_run_inputs
 from teachkit.dino.loss import DINOLoss, DINOLossOutput
+from teachkit.dino.monitor import (
+    COLLAPSE_MARGIN,
+    knn_monitor,
+    non_finite_message,
+    uniform_collapse_message,
+)
 from teachkit.dino.schedules import (
     clip_gradients,
     cosine_schedule,
@@ -75,6 +80,7 @@ from teachkit.profiles import BF16, FP16, FP32, Precision, pick_precision, seed_
 from teachkit.run import NonFiniteLossError, StepHistory, resume_run, save_run, write_metrics
 
 __all__ = [
+    "COLLAPSE_MARGIN",
     "DINOConfig",
     "History",
     "ImageBatches",
@@ -96,9 +102,6 @@ class UniformCollapseError(RuntimeError):
     the entropies and what to change (``DINOConfig.collapse_guard`` turns the check off).
     """
 
-#: The teacher entropy counts as uniform within this distance of ln K.
-COLLAPSE_MARGIN = 0.05
-
 
 @dataclass
 class History(StepHistory):
@@ -119,47 +122,6 @@ class History(StepHistory):
 
     def to_dict(self) -> dict[str, list[dict[str, float]]]:
         return {"steps": self.steps, "epochs": self.epochs}
-
-
-def _images_of(item: Any, expected_batch: int) -> Tensor:
-    """The image tensor of one item of ``data`` (tensor, (images, labels) or .images)."""
-    if isinstance(item, (tuple, list)):
-        item = item[0]
-    elif not isinstance(item, Tensor) and hasattr(item, "images"):
-        item = item.images
-    if not isinstance(item, Tensor) or item.ndim != 4 or item.shape[1] != 3:
-        shape = tuple(item.shape) if isinstance(item, Tensor) else type(item).__name__
-        raise ValueError(
-            f"data must yield image batches (B, 3, H, W) (or (images, labels), "
-            f"or objects with .images); got {shape}"
-        )
-    if item.shape[0] != expected_batch:
-        raise ValueError(
-            f"data yielded a batch of {item.shape[0]} images, the config says "
-            f"batch_size={expected_batch}; use drop_last=True or ImageBatches"
-        )
-    return item
-
-
-class _CompiledOrEager:
-    """Call ``torch.compile(module)``; on the first failure warn and use ``module``."""
-
-    def __init__(self, module: nn.Module, enabled: bool) -> None:
-        self.module = module
-        self.compiled = torch.compile(module) if enabled else None
-
-    def __call__(self, *args: Any) -> Tensor:
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args)
-            except Exception as err:  # noqa: BLE001 - any compiler failure: run eagerly
-                warnings.warn(
-                    f"torch.compile failed ({type(err).__name__}: {err}); "
-                    "continuing without compiling",
-                    stacklevel=2,
-                )
-                self.compiled = None
-        return self.module(*args)
 
 
 def _resolve_precision(name: str, device: torch.device) -> Precision:
@@ -214,74 +176,6 @@ def train_dino(
     return _Run(config, data, backbone, eval_data, callbacks, progress, run_info).train()
 
 
-def check_run_inputs(
-    config: DINOConfig, eval_data: tuple[Tensor, Tensor, Tensor, Tensor] | None
-) -> None:
-    """Raise a ValueError for what would only fail later in a run: an ``out_dir`` where
-    no checkpoint can be written, or ``eval_data`` the k-NN monitor cannot use (it
-    first runs at the end of epoch 0)."""
-    if config.device is not None and str(config.device).startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={config.device!r}, but no GPU is available to PyTorch here; use "
-                "device='cpu' or None (the best device there is)"
-            )
-    if not -(2**63) <= config.seed < 2**63:
-        raise ValueError(f"seed must be a 64-bit integer; got {config.seed}")
-    if config.out_dir is not None:
-        out = Path(config.out_dir).expanduser()
-        existing = next(p for p in (out, *out.parents) if p.exists())
-        if not existing.is_dir():
-            where = "is a file" if existing == out else f"lies under the file {existing}"
-            raise ValueError(
-                f"out_dir {str(out)!r} {where}: checkpoints go into a folder; choose another"
-            )
-    if eval_data is None:
-        return
-    if not isinstance(eval_data, (tuple, list)) or len(eval_data) != 4:
-        raise ValueError("eval_data must be (train_images, train_labels, test_images, test_labels)")
-    for name, images, labels in (
-        ("train", eval_data[0], eval_data[1]),
-        ("test", eval_data[2], eval_data[3]),
-    ):
-        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"eval_data {name} images must be (N, 3, H, W); got {shape}")
-        if (
-            not isinstance(labels, Tensor)
-            or labels.is_floating_point()
-            or labels.dtype == torch.bool
-            or labels.shape != images.shape[:1]
-        ):
-            got = (labels.dtype, tuple(labels.shape)) if isinstance(labels, Tensor) else labels
-            raise ValueError(
-                f"eval_data {name} labels must be an integer tensor of shape "
-                f"({images.shape[0]},), one per image; got {got}"
-            )
-        if len(images) == 0:
-            raise ValueError(f"eval_data has no {name} images")
-        _check_value_range(images, f"eval_data has {name}")
-    if len(eval_data[0]) < config.knn_k:
-        raise ValueError(
-            f"the k-NN monitor's bank has {len(eval_data[0])} images, fewer than its "
-            f"knn_k = {config.knn_k} neighbours; give more bank images or a smaller knn_k"
-        )
-
-
-def _check_value_range(images: Tensor, what: str = "data yields") -> None:
-    """Raise unless float ``images`` hold finite values in [0, 1] (one sync: used once)."""
-    if not images.is_floating_point() or images.numel() == 0:
-        return
-    lo, hi = torch.aminmax(images.detach())
-    lo, hi = float(lo), float(hi)
-    if not (0.0 <= lo and hi <= 1.0):  # also catches NaN
-        hint = " (0..255 pixels? divide by 255, or pass uint8)" if hi > 1.0 else ""
-        raise ValueError(
-            f"{what} float images with values in [{lo:.3g}, {hi:.3g}]; DINO expects "
-            f"uint8 images (0..255) or floats in [0, 1]{hint}"
-        )
-
-
 class _Run:
     """The state of one training run; :func:`train_dino` is its public face."""
 
@@ -310,8 +204,8 @@ class _Run:
         self.student, self.teacher = self._build_models(backbone)
         seed_everything(cfg.seed + self.rank)  # per-process stochastic depth
         self.student_ddp = self._wrap_distributed()
-        self.student_fwd = _CompiledOrEager(self.student_ddp, cfg.compile)
-        self.teacher_fwd = _CompiledOrEager(self.teacher, cfg.compile)
+        self.student_fwd = CompiledOrEager(self.student_ddp, cfg.compile)
+        self.teacher_fwd = CompiledOrEager(self.teacher, cfg.compile)
         self.loss_fn = DINOLoss(
             cfg.out_dim,
             student_temp=cfg.student_temp,
@@ -414,7 +308,7 @@ class _Run:
         self._session_start = time.perf_counter()
         end = self.total_steps if cfg.max_steps is None else min(self.total_steps, cfg.max_steps)
         self._announce(start, end)
-        batches = self._batches(start)
+        batches = batches_from(self.data, start, batch_size=cfg.batch_size, steps_per_epoch=spe)
         pending: list[Tensor] = []
         stop = False
         with tqdm(
@@ -489,39 +383,6 @@ class _Run:
         params = [p.slice(self.rank * b, (self.rank + 1) * b) for p in params]
         return self.augment(images, params=params)
 
-    def _batches(self, start: int) -> Iterator[Tensor]:
-        data = self.data
-        if hasattr(data, "at_step"):
-            source = data.at_step(start)
-        else:
-            source = data
-            if start > 0:
-                warnings.warn(
-                    "data has no at_step(step): the resumed run restarts the data "
-                    "from its beginning and will not match an uninterrupted run",
-                    stacklevel=3,
-                )
-        previous = None  # batches of the previous pass over data
-        while True:
-            n = 0
-            for item in source:
-                images = _images_of(item, self.cfg.batch_size)
-                if previous is None and n == 0:
-                    _check_value_range(images)  # once, before the first step
-                n += 1
-                yield images
-            if n == 0 and previous:
-                raise ValueError(
-                    f"data yielded {previous} batches, then nothing when iterated again: a "
-                    "one-shot iterator (a generator?) shorter than the run, which needs "
-                    f"{self.steps_per_epoch} steps per epoch. Pass something that can be "
-                    "iterated again (a list, a DataLoader) or an endless stream"
-                )
-            if n == 0:
-                raise ValueError("data yielded no batches")
-            previous = n
-            source = data  # a finite iterable: next pass
-
     # ---- logging, monitoring, stopping --------------------------------------------------
     def _flush(self, pending: list[Tensor], last_step: int, bar: tqdm) -> bool:
         """Read the pending steps' metrics back (one sync); check them; run callbacks."""
@@ -539,7 +400,7 @@ class _Run:
                 "teacher_temp": float(self.teacher_temp[s // self.steps_per_epoch]),
             }
             if not math.isfinite(record["loss"]):
-                raise NonFiniteLossError(self._non_finite_message(record))
+                raise NonFiniteLossError(non_finite_message(record, self.cfg, self.precision.name))
             self.history.steps.append(record)
             stop = self._callback("step", record) or stop
         last = self.history.steps[-1]
@@ -550,26 +411,6 @@ class _Run:
             lr=f"{last['lr']:.1e}",
         )
         return stop
-
-    def _non_finite_message(self, r: dict[str, float]) -> str:
-        cfg = self.cfg
-        where = ""
-        if cfg.out_dir is not None:
-            saved = Path(cfg.out_dir) / "checkpoint.pt"
-            where = (
-                f" The last good checkpoint is {saved}; re-running resumes from it."
-                if saved.is_file()
-                else f" No checkpoint was written before this step (out_dir {cfg.out_dir}, "
-                f"checkpoint_every {cfg.checkpoint_every})."
-            )
-        return (
-            f"DINO loss is {r['loss']} at step {r['step']} (epoch {r['epoch']}); training "
-            f"stopped. Likely causes: a learning rate too high (lr {r['lr']:.2e} at this step: "
-            f"lower lr or lengthen warmup_epochs, try clip_grad 0.3-1.0); fp16 overflow "
-            f"(precision {self.precision.name}: try precision='bf16' or 'fp32'); a teacher "
-            f"temperature too high or too low (teacher_temp {r['teacher_temp']}: keep it in "
-            f"0.04-0.07).{where}"
-        )
 
     def _callback(self, kind: str, record: dict[str, float]) -> bool:
         return any([bool(cb(kind, record)) for cb in self.callbacks])
@@ -597,10 +438,19 @@ class _Run:
             and ((epoch + 1) % self.cfg.knn_every == 0 or last_epoch)
         ):
             monitor_start = time.perf_counter()
-            record.update(self._knn_monitor())
+            record.update(
+                knn_monitor(
+                    self.teacher.backbone,
+                    self.eval_data,
+                    crops=self.cfg.crops,
+                    k=self.cfg.knn_k,
+                    device=self.device,
+                    precision=self.precision,
+                )
+            )
             self._monitor_s += time.perf_counter() - monitor_start
         self.history.epochs.append(record)
-        self._collapse = self._collapse_message(epoch)
+        self._collapse = uniform_collapse_message(self.history.steps, epoch, self.cfg)
         if self.progress:
             knn = f", k-NN top-1 {record['knn_top1']:.1f} %" if "knn_top1" in record else ""
             last = self.history.steps[-1]
@@ -612,65 +462,9 @@ class _Run:
             )
         return self._callback("epoch", record) or self._collapse is not None
 
-    def _collapse_message(self, epoch: int) -> str | None:
-        """The error message if the teacher entropy sat within COLLAPSE_MARGIN of ln K
-        over every step of ``epoch`` (an epoch after the warm-up); otherwise None."""
-        cfg = self.cfg
-        if not cfg.collapse_guard or epoch < cfg.warmup_epochs:
-            return None
-        entropies = [r["teacher_entropy"] for r in self.history.steps if r["epoch"] == epoch]
-        ln_k = math.log(cfg.out_dim)
-        if not entropies or min(entropies) < ln_k - COLLAPSE_MARGIN:
-            return None
-        where = f" The checkpoint of this epoch is in {cfg.out_dir}." if cfg.out_dir else ""
-        return (
-            f"uniform collapse: the teacher entropy stayed within {COLLAPSE_MARGIN} of "
-            f"ln K = {ln_k:.3f} for all of epoch {epoch} (min {min(entropies):.3f}), after "
-            f"the {cfg.warmup_epochs}-epoch warm-up: the teacher gives every image the same "
-            "flat distribution, so the student learns nothing. Training stopped. Try a lower "
-            f"teacher_temp (now {cfg.teacher_temp}; 0.02-0.04), use_bn_in_head=True for small "
-            f"models, a higher momentum_teacher (now {cfg.momentum_teacher}) or a lower lr "
-            f"(now {cfg.lr}); data whose classes differ in more than one cue also helps. "
-            f"Set collapse_guard=False (--no-collapse-guard) to train on anyway.{where}"
-        )
-
     def _training_seconds(self) -> float:
         """Wall time spent training, over resumed sessions, k-NN monitors excluded."""
         return self._elapsed_before + time.perf_counter() - self._session_start - self._monitor_s
-
-    def _eval_preprocess(self, x: Tensor) -> Tensor:
-        """uint8 images -> normalised float at the global-crop size (what training saw)."""
-        crops = self.cfg.crops
-        x = to_float_image(x)
-        if x.shape[-2:] != (crops.global_size, crops.global_size):
-            x = F.interpolate(
-                x,
-                size=(crops.global_size,) * 2,
-                mode="bilinear",
-                antialias=True,
-                align_corners=False,
-            )
-        mean = torch.tensor(crops.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(crops.std, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
-
-    def _knn_monitor(self) -> dict[str, float]:
-        """Weighted k-NN accuracy of the teacher backbone (DINO paper, Sec. 4.1)."""
-        from teachkit.knn import extract_features, knn_accuracy
-
-        train_x, train_y, test_x, test_y = self.eval_data  # type: ignore[misc]
-        kw = {
-            "batch_size": 256,
-            "device": self.device,
-            "progress": False,
-            "preprocess": self._eval_preprocess,
-        }
-        backbone = self.teacher.backbone
-        with self.precision.autocast(self.device):
-            bank = extract_features(backbone, train_x, **kw)
-            queries = extract_features(backbone, test_x, **kw)
-        acc = knn_accuracy(bank, train_y, queries, test_y, k=self.cfg.knn_k, temperature=0.07)
-        return {f"knn_{name}": float(value) for name, value in acc.items()}
 
     def _announce(self, start: int, end: int) -> None:
         if not self.progress:
