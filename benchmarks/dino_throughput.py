@@ -14,7 +14,8 @@ in this order: step, e2e, fp16, compile):
            crops are made there (``BatchedMultiCrop``), one backbone pass per resolution;
            the real ``train_dino`` loop, timed from its own metric read-backs.
          * teachkit step alone: the same ``train_dino`` with the augmentation replaced by
-           fixed pre-made crops (the ceiling the end-to-end run is held against).
+           fixed pre-made crops (``train_dino(augment=...)``; the ceiling the end-to-end
+           run is held against).
          * lightly: ``DINOTransform`` on PIL images in a 2-worker ``DataLoader`` whose
            workers are pinned to 2 CPU cores, feeding lightly's DINO recipe (one forward
            per crop, ``DINOProjectionHead``, ``DINOLoss``, ``update_momentum``) as in
@@ -44,7 +45,6 @@ affinity and one torch thread per worker); the main processes use ``--threads``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import math
 import os
@@ -63,7 +63,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from teachkit.data.stream import ImageBatches
-from teachkit.dino import trainer as dino_trainer
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.batched_augment import BatchedMultiCrop
 from teachkit.dino.trainer import STEP_STATS, DINOConfig, NonFiniteLossError, train_dino
@@ -272,27 +271,6 @@ def timed_loop(
     return clock.result()
 
 
-@contextlib.contextmanager
-def augmentation_replaced_by(crops: list[Tensor] | None):
-    """Within the block, ``train_dino`` skips augmentation and trains on ``crops``.
-
-    This patches the trainer's private ``_Run._augment``: the only way to time the
-    trainer's own step without its augmentation. ``None`` leaves the trainer unchanged.
-    """
-    if crops is None:
-        yield
-        return
-    run_cls = getattr(dino_trainer, "_Run", None)
-    if run_cls is None or not hasattr(run_cls, "_augment"):
-        raise bt.Skipped("teachkit.dino.trainer has no _Run._augment to replace (refactored?)")
-    original = run_cls._augment
-    run_cls._augment = lambda self, images, step: crops
-    try:
-        yield
-    finally:
-        run_cls._augment = original
-
-
 # ---------------------------------------------------------------------------- FLOPs
 def vit_forward_flops(arch: str, patch: int, size: int) -> float:
     """Matrix-product FLOPs of one ViT forward on a ``size`` px image (patch embedding,
@@ -358,9 +336,13 @@ def teachkit_run(
         data: Any = ImageBatches(images, sizes.batch, seed=args.seed, rank=0, world_size=1)
     else:
         data = itertools.repeat(images[: sizes.batch])
-    with augmentation_replaced_by(crops), warnings.catch_warnings(record=True) as caught:
+    # with crops: train_dino's augment= skips the augmentation and returns the fixed crops
+    augment = None if crops is None else (lambda images, step: crops)
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train_dino(cfg, data, backbone=backbone, callbacks=[clock], progress=False)
+        train_dino(
+            cfg, data, backbone=backbone, callbacks=[clock], progress=False, augment=augment
+        )
     for message in dict.fromkeys(str(w.message) for w in caught):
         print(f"  warning: {message[:200]}", file=sys.stderr)
     row = clock.result()

@@ -16,6 +16,7 @@ from torch import nn
 
 from teachkit import distributed as dist
 from teachkit.dino.augment import MultiCropConfig
+from teachkit.dino.batched_augment import BatchedMultiCrop
 from teachkit.dino.schedules import clip_gradients, cosine_schedule, get_params_groups
 from teachkit.dino.trainer import DINOConfig, ImageBatches, NonFiniteLossError, train_dino
 from teachkit.train import build_parser, dino_config_from_args, main
@@ -279,6 +280,23 @@ def test_the_knn_monitor_reports_accuracy_each_epoch():
     )
     assert [0 <= e["knn_top1"] <= 100 for e in h.epochs] == [True, True]
 
+
+def test_augment_replaces_the_built_in_multi_crop():
+    cfg = tiny_config(epochs=1, steps_per_epoch=3)
+    built_in = BatchedMultiCrop(MultiCropConfig(global_size=16, local_size=8, local_crops_number=1))
+    calls = []
+
+    def augment(images: torch.Tensor, step: int) -> list[torch.Tensor]:
+        calls.append((step, tuple(images.shape), images.dtype))
+        return built_in(images, generator=torch.Generator().manual_seed(step))
+
+    data = ImageBatches(tiny_images(), 8)
+    h = train_dino(cfg, data, backbone=backbone(), augment=augment, progress=False)
+    assert calls == [(step, (8, 3, 16, 16), torch.uint8) for step in range(3)]
+    default = train_dino(cfg, data, backbone=backbone(), progress=False)  # 2 local crops
+    assert h.column("loss") != default.column("loss")
+    with pytest.raises(ValueError, match=r"augment\(images, step\) must return a list"):
+        train_dino(cfg, data, backbone=backbone(), augment=lambda x, s: x, progress=False)
 
 def test_data_and_config_errors_are_explained():
     with pytest.raises(ValueError, match="config says batch_size=8"):
