@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from teachkit.knn import imagenet_preprocess
 from teachkit.optim import one_cycle_adamw
+from teachkit.run import check_finite_loss
 
 __all__ = ["Classifier", "train_supervised", "accuracy"]
 
@@ -52,12 +53,15 @@ def train_supervised(
 
     Returns:
         The loss of every step.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite (:mod:`teachkit.run`).
     """
     model.to(device).train()
     opt, sched = one_cycle_adamw(model, lr=lr, steps=steps, weight_decay=weight_decay)
     losses: list[float] = []
     it = iter(batches)
-    for _ in tqdm(range(steps), desc="supervised", disable=not progress):
+    for step in tqdm(range(steps), desc="supervised", disable=not progress):
         batch = next(it)
         x = preprocess(batch.images.to(device))
         loss = F.cross_entropy(model(x), batch.labels.to(device))
@@ -66,6 +70,7 @@ def train_supervised(
         opt.step()
         sched.step()
         losses.append(loss.item())
+        check_finite_loss(losses[-1], step=step, trainer="supervised", lr=lr)
     model.eval()
     return losses
 

@@ -4,12 +4,14 @@ one resume policy and the recorded command (teachkit.run)."""
 from __future__ import annotations
 
 import argparse
+import math
 
 import pytest
 import torch
 
 import teachkit.dino
 import teachkit.dino.trainer
+from teachkit.pretext.autoencoder import ConvAutoencoder, train_autoencoder
 from teachkit.run import (
     NonFiniteLossError,
     changed_settings,
@@ -22,10 +24,14 @@ from teachkit.run import (
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
-def test_one_non_finite_loss_error_for_dino_and_the_rest():
+def test_one_non_finite_loss_error_for_every_trainer():
     assert issubclass(NonFiniteLossError, FloatingPointError)
     assert teachkit.dino.NonFiniteLossError is NonFiniteLossError
     assert teachkit.dino.trainer.NonFiniteLossError is NonFiniteLossError
+    model = ConvAutoencoder(resolution=32, code_dim=8)
+    nan_images = [torch.full((4, 3, 32, 32), math.nan)] * 3
+    with pytest.raises(NonFiniteLossError, match=r"autoencoder loss is nan at step 0.*lower lr"):
+        train_autoencoder(model, nan_images, steps=3, progress=False)
 
 
 def test_changed_settings_are_named_except_the_free_ones():

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from teachkit.optim import one_cycle_adamw
+from teachkit.run import check_finite_loss
 
 __all__ = ["ConvAutoencoder", "train_autoencoder"]
 
@@ -91,12 +92,15 @@ def train_autoencoder(
 
     Returns:
         The loss of every step.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite (:mod:`teachkit.run`).
     """
     model.to(device).train()
     opt, sched = one_cycle_adamw(model, lr=lr, steps=steps, weight_decay=1e-4)
     losses: list[float] = []
     it = iter(batches)
-    for _ in tqdm(range(steps), desc="autoencoder", disable=not progress):
+    for step in tqdm(range(steps), desc="autoencoder", disable=not progress):
         x = _images(next(it)).to(device).float() / 255
         loss = F.mse_loss(model(x), x)
         opt.zero_grad(set_to_none=True)
@@ -104,5 +108,6 @@ def train_autoencoder(
         opt.step()
         sched.step()
         losses.append(loss.item())
+        check_finite_loss(losses[-1], step=step, trainer="autoencoder", lr=lr)
     model.eval()
     return losses

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from teachkit.optim import one_cycle_adamw
 from teachkit.pretext.autoencoder import _images
+from teachkit.run import check_finite_loss
 
 __all__ = ["ContrastiveModel", "nt_xent_loss", "train_contrastive"]
 
@@ -81,13 +82,16 @@ def train_contrastive(
 
     Returns:
         The loss of every step.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite (:mod:`teachkit.run`).
     """
     model.to(device).train()
     opt, sched = one_cycle_adamw(model, lr=lr, steps=steps, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     it = iter(batches)
-    for _ in tqdm(range(steps), desc="contrastive", disable=not progress):
+    for step in tqdm(range(steps), desc="contrastive", disable=not progress):
         views = augment(_images(next(it)).to(device), generator=g)
         z1 = model.projector(model.backbone(views[0]))
         z2 = model.projector(model.backbone(views[1]))
@@ -97,5 +101,6 @@ def train_contrastive(
         opt.step()
         sched.step()
         losses.append(loss.item())
+        check_finite_loss(losses[-1], step=step, trainer="contrastive", lr=lr)
     model.eval()
     return losses
