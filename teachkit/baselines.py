@@ -10,7 +10,6 @@ the checkpoint and its model card into :mod:`teachkit.pretrained`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from teachkit.knn import extract_features, knn_accuracy
 from teachkit.models.registry import build_backbone, check_arch, is_vit
 from teachkit.pretrained import ModelCard, save_shipped
 from teachkit.profiles import hardware_name, pick_device, seed_everything
-from teachkit.run import command_line
+from teachkit.run import command_line, write_metrics
 
 __all__ = ["add_commands"]
 
@@ -118,7 +117,7 @@ def _finish(args, model, description: str, results: dict, losses: list[float], s
         history={"loss": [round(x, 5) for x in losses[::stride]]},
         created=time.strftime("%Y-%m-%d"),
     )
-    (args.out / "metrics.json").write_text(json.dumps(card.__dict__, indent=1))
+    write_metrics(args.out, card.__dict__)
     if args.ship:
         save_shipped(model.cpu(), card)
     print(card.summary())
