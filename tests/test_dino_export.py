@@ -49,6 +49,8 @@ def test_ship_run_writes_weights_and_a_card_whose_numbers_reload(run_dir, tmp_pa
         "pixels_knn_top1_percent",
         "random_init_knn_top1_percent",
         "attention_jaccard_best_head",
+        "attention_jaccard_head_average",
+        "random_init_attention_jaccard_head_average",
         "final_teacher_entropy",
     } <= card.results.keys()
     assert card.command.startswith("python -m teachkit.train dino") and card.wall_time_s > 0

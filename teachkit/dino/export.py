@@ -87,8 +87,9 @@ def evaluate_backbone(
 
     The split is ``procedural_splits(dataset, n_train, n_test, seed=seed)`` of a procedural
     dataset, ``"shapes"`` or ``"critters"`` (the chapters use seed 0). For a ViT
-    (``get_last_selfattention``) the card also gets the attention Jaccard (best head and
-    merged heads) over the test images and their object masks.
+    (``get_last_selfattention``) the card also gets the attention Jaccard (best head,
+    merged heads, and the heads' average map, also for ``random_init``) over the test
+    images and their object masks.
     """
     from teachkit.attention import attention_jaccard
     from teachkit.data.datasets import procedural_splits
@@ -117,6 +118,14 @@ def evaluate_backbone(
         )
         results["attention_jaccard_best_head"] = round(scores["best_head"], 3)
         results["attention_jaccard_merged"] = round(scores["merged"], 3)
+        results["attention_jaccard_head_average"] = round(scores["head_average"], 3)
+        if random_init is not None:
+            scores = attention_jaccard(
+                random_init, imagenet_preprocess(test.images), test.masks, progress=False
+            )
+            results["random_init_attention_jaccard_head_average"] = round(
+                scores["head_average"], 3
+            )
     return results
 
 
