@@ -11,8 +11,10 @@ explains them:
 * :mod:`~teachkit.sam.transformer` -- the two-way transformer;
 * :mod:`~teachkit.sam.mask_decoder` -- output tokens -> mask logits and IoU scores;
 * :mod:`~teachkit.sam.model` -- :class:`Sam`, and resizing / padding / unpadding;
-* :mod:`~teachkit.sam.build` -- ``vit_b`` / ``vit_l`` / ``vit_h`` / ``vit_tiny_shapes``,
-  strict checkpoint loading (official checkpoints load unchanged);
+* :mod:`~teachkit.sam.sizes` -- ``SamConfig``, every number that shapes a model, and
+  the named sizes ``vit_b`` / ``vit_l`` / ``vit_h`` / ``vit_tiny_shapes`` (no model code);
+* :mod:`~teachkit.sam.build` -- a model from a size, strict checkpoint loading (official
+  checkpoints load unchanged);
 * :mod:`~teachkit.sam.predictor` -- :class:`SamPredictor`, prompts in image pixels;
 * :mod:`~teachkit.sam.automatic` -- :class:`AutomaticMaskGenerator`, "segment everything";
 * :mod:`~teachkit.sam.batching` -- many prompts against one image, decoded in batches of

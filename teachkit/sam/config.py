@@ -23,7 +23,7 @@ from typing import Any
 
 from teachkit.data.scene_chunks import SCENE_DATASETS
 from teachkit.data.shapes import CLASSES
-from teachkit.sam.build import SAM_CONFIGS
+from teachkit.sam.sizes import SAM_CONFIGS
 
 __all__ = [
     "NESTING_PARENT_CLASSES",

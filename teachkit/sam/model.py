@@ -35,6 +35,7 @@ from torch import nn
 from teachkit.sam.image_encoder import ImageEncoderViT
 from teachkit.sam.mask_decoder import MaskDecoder
 from teachkit.sam.prompt_encoder import PromptEncoder
+from teachkit.sam.sizes import PIXEL_MEAN, PIXEL_STD
 
 __all__ = [
     "PIXEL_MEAN",
@@ -45,10 +46,6 @@ __all__ = [
     "resize_coords",
     "resize_boxes",
 ]
-
-PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)  # ImageNet, 0..255 RGB
-PIXEL_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
-
 
 def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     """Size ``(h, w)`` of an ``height x width`` image resized so its longest side is ``long_side``.
