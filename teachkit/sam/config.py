@@ -18,9 +18,10 @@ cannot honour. Critters scenes draw every class, so a critters run holds out not
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from teachkit.config_fields import config_field
 from teachkit.data.scene_chunks import SCENE_DATASETS
 from teachkit.data.shapes import CLASSES
 from teachkit.sam.sizes import SAM_CONFIGS
@@ -36,120 +37,119 @@ __all__ = [
 NESTING_PARENT_CLASSES: tuple[str, ...] = ("circle", "square")
 
 
-def _opt(default: Any, help: str) -> Any:
-    """A dataclass field with its default and the help text the command line shows."""
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class SamTrainConfig:
     """Every setting of a SAM training run; ``metadata["help"]`` says what each does and
     what to try, and is the help text of ``python -m teachkit.train sam``."""
 
     # ---- data ---------------------------------------------------------------------
-    resolution: int = _opt(
+    resolution: int = config_field(
         128,
         "Image side in pixels, also the model's img_size (a multiple of the 8-pixel "
         "patch). 128 gives a 16 x 16 embedding grid; 64 trains 4x faster but coarser.",
     )
-    dataset: str = _opt(
+    dataset: str = config_field(
         "shapes",
         "Scenes to train on: 'shapes' (make_scenes: shapes that may nest) or 'critters' "
         "(make_critter_scenes: 2-4 overlapping critters on their contexts; Chapter 7).",
     )
-    holdout: tuple[str, ...] | None = _opt(
+    holdout: tuple[str, ...] | None = config_field(
         None,
         "Shape classes never shown in training, measured apart as 'unseen'. Any of "
         f"{', '.join(CLASSES)} except circle/square (nesting parents); () for none. "
         "None: star, heart, arrow for shapes, none for critters (critters cannot hold out).",
     )
-    nest_probability: float = _opt(
+    nest_probability: float = config_field(
         0.3, "Share of scenes with a small shape drawn inside a big one (ambiguous clicks)."
     )
-    chunk_size: int = _opt(
+    chunk_size: int = config_field(
         512,
         "Scenes drawn at once (each used once). Drawing costs ~15 ms per 128-px scene; "
         "bigger chunks only mean longer pauses.",
     )
-    min_area: int = _opt(
+    min_area: int = config_field(
         16, "Instances with fewer visible pixels are never prompted (slivers left by occlusion)."
     )
     # ---- prompts ------------------------------------------------------------------
-    prompts_per_image: int = _opt(
+    prompts_per_image: int = config_field(
         4,
         "Instances prompted per image and step, sharing one image embedding (SAM: up to "
         "64). Cheap: at 128 px the decoder costs a fraction of the encoder.",
     )
-    rounds: int = _opt(
+    rounds: int = config_field(
         3,
         "Prompting rounds per instance: the first prompt plus rounds-1 corrective clicks "
         "(SAM: 11). 1 trains single-prompt only; 3-4 is enough at this scale.",
     )
-    box_probability: float = _opt(
+    box_probability: float = config_field(
         0.5, "Share of first prompts that are boxes (SAM: 0.5); the rest are one point."
     )
-    box_noise: float = _opt(
+    box_noise: float = config_field(
         0.1, "Std of the box-corner jitter as a fraction of the box side (SAM: 0.1)."
     )
-    box_noise_max: float = _opt(4.0, "Cap of the box jitter in pixels (SAM: 20 at 1024 px).")
-    whole_target_probability: float = _opt(
+    box_noise_max: float = config_field(
+        4.0, "Cap of the box jitter in pixels (SAM: 20 at 1024 px)."
+    )
+    whole_target_probability: float = config_field(
         0.0,
         "Share of clicks on a nested pair supervised with the whole (part + big shape) "
         "instead of the clicked visible part. 0 optimises the visible-mask mIoU; try 0.3-0.5 "
         "to teach the 3 outputs part/whole ambiguity.",
     )
     # ---- loss ---------------------------------------------------------------------
-    focal_weight: float = _opt(20.0, "Weight of the focal loss (SAM: 20, with dice 1).")
-    dice_weight: float = _opt(1.0, "Weight of the dice loss (SAM: 1).")
-    iou_weight: float = _opt(1.0, "Weight of the IoU-prediction MSE (SAM: 1).")
-    focal_alpha: float = _opt(
+    focal_weight: float = config_field(20.0, "Weight of the focal loss (SAM: 20, with dice 1).")
+    dice_weight: float = config_field(1.0, "Weight of the dice loss (SAM: 1).")
+    iou_weight: float = config_field(1.0, "Weight of the IoU-prediction MSE (SAM: 1).")
+    focal_alpha: float = config_field(
         -1.0,
         "Focal loss weight of object pixels, 1 - alpha for the others; -1: no weighting. "
         "RetinaNet's 0.25 (also SAM 2's code) learned 2x slower here: 1-point mIoU 0.14 vs "
         "0.26 after 300 steps at 64 px.",
     )
-    focal_gamma: float = _opt(2.0, "Focal loss focusing exponent (2): 0 is plain BCE.")
+    focal_gamma: float = config_field(2.0, "Focal loss focusing exponent (2): 0 is plain BCE.")
     # ---- optimisation ---------------------------------------------------------------
-    steps: int = _opt(5000, "Optimisation steps; the learning-rate schedule spans them.")
-    batch_size: int = _opt(
+    steps: int = config_field(5000, "Optimisation steps; the learning-rate schedule spans them.")
+    batch_size: int = config_field(
         4,
         "Images per step (each embedded once per step). 4 images x 4 prompts x 3 rounds "
         "cost about 0.5 s of one CPU core at 128 px.",
     )
-    lr: float = _opt(
+    lr: float = config_field(
         3e-3,
         "Peak AdamW learning rate (SAM: 8e-4 at batch 256). 3e-3 learned faster than "
         "1e-3 here (1-point mIoU 0.32 vs 0.26 after 300 steps); lower it if the loss spikes.",
     )
-    min_lr: float = _opt(1e-5, "Learning rate at the end of the cosine decay.")
-    warmup_steps: int = _opt(100, "Linear learning-rate warm-up steps (SAM: 250).")
-    weight_decay: float = _opt(0.01, "AdamW weight decay (SAM: 0.1).")
-    clip_grad: float = _opt(1.0, "Max global gradient norm; 0 disables.")
+    min_lr: float = config_field(1e-5, "Learning rate at the end of the cosine decay.")
+    warmup_steps: int = config_field(100, "Linear learning-rate warm-up steps (SAM: 250).")
+    weight_decay: float = config_field(0.01, "AdamW weight decay (SAM: 0.1).")
+    clip_grad: float = config_field(1.0, "Max global gradient norm; 0 disables.")
     # ---- run ------------------------------------------------------------------------
-    model: str = _opt(
+    model: str = config_field(
         "vit_tiny_shapes",
         "SAM configuration (teachkit.sam.build.SAM_CONFIGS); its img_size is set to resolution.",
     )
-    init: str | None = _opt(
+    init: str | None = config_field(
         None,
         "Start from this shipped SAM (a teachkit.pretrained name, e.g. sam_tiny_shapes) "
         "instead of random weights: fine-tuning. Its model and resolution must match.",
     )
-    seed: int = _opt(0, "Seed of the initial weights, the scenes and the prompts.")
-    device: str | None = _opt(None, "'cpu', 'cuda', 'mps'; None picks the best one.")
-    out_dir: str | None = _opt(
+    seed: int = config_field(0, "Seed of the initial weights, the scenes and the prompts.")
+    device: str | None = config_field(None, "'cpu', 'cuda', 'mps'; None picks the best one.")
+    out_dir: str | None = config_field(
         None,
         "Directory of checkpoint.pt and metrics.json; a restarted run with the same "
         "directory resumes. None: nothing is written.",
     )
-    checkpoint_every: int = _opt(200, "Save a checkpoint every this many steps (and at the end).")
-    eval_every: int = _opt(
+    checkpoint_every: int = config_field(
+        200, "Save a checkpoint every this many steps (and at the end)."
+    )
+    eval_every: int = config_field(
         250,
         "Measure mIoU on eval_monitor_scenes held-out scenes every this many steps "
         "(0: never); it costs a few seconds.",
     )
-    eval_monitor_scenes: int = _opt(64, "Held-out scenes of the periodic mIoU monitor.")
-    max_steps: int | None = _opt(
+    eval_monitor_scenes: int = config_field(64, "Held-out scenes of the periodic mIoU monitor.")
+    max_steps: int | None = config_field(
         None,
         "Stop (with a checkpoint) after this global step, schedules unchanged: split "
         "a long run into sessions.",
