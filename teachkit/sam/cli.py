@@ -8,8 +8,6 @@ evaluates on the fixed held-out scenes, writes ``model.pt`` and ``metrics.json``
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import shlex
 import sys
@@ -21,33 +19,11 @@ from typing import Any
 
 import torch
 
+from teachkit.config_fields import add_dataclass_flags, flag_values
+from teachkit.run import write_metrics
 from teachkit.sam.config import SamTrainConfig
 from teachkit.sam.evaluate import EVAL_SEED, eval_scenes, evaluate_sam
 from teachkit.sam.train import train_sam
-
-
-def _add_config_flags(p: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
-    """One flag per dataclass field: type from the annotation, help from the metadata."""
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        kind = str(f.type)
-        text = f"{f.metadata.get('help', '')} (default: {f.default})".replace("%", "%%")
-        flag = "--" + f.name.replace("_", "-")
-        if kind.startswith("tuple"):
-            p.add_argument(flag, type=_names, default=None, metavar="A,B,C", help=text)
-        elif kind == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            py = int if kind.startswith("int") else float if kind == "float" else str
-            p.add_argument(flag, type=py, default=None, help=text)
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """``"star,heart"`` -> ``("star", "heart")``; ``""`` or ``"none"`` -> ``()``."""
-    if text.strip().lower() in ("", "none"):
-        return ()
-    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _config_from_args(args: argparse.Namespace, cls: type) -> Any:
@@ -55,13 +31,8 @@ def _config_from_args(args: argparse.Namespace, cls: type) -> Any:
     value is a usage error (``parser.error``: message, exit status 2, no traceback)."""
     from teachkit.cli_checks import check_device, check_output_folder, usage_errors
 
-    values = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(cls)
-        if getattr(args, f.name, None) is not None
-    }
     with usage_errors(args):
-        cfg = cls(**values)
+        cfg = cls(**flag_values(args, cls))
         if args.eval_scenes < 1:
             raise ValueError(f"--eval-scenes must be >= 1, got {args.eval_scenes}")
         check_output_folder(args.out)
@@ -84,7 +55,7 @@ def add_sam_parser(subparsers: argparse._SubParsersAction) -> None:
         "boxes, checkpointing into --out (re-run to resume); evaluate mIoU with 1 point, "
         "3 points and a box on held-out scenes, seen vs --holdout classes.",
     )
-    _add_config_flags(p, SamTrainConfig, skip=("out_dir",))
+    add_dataclass_flags(p, SamTrainConfig, skip=("out_dir",))
     _add_run_flags(p)
     p.set_defaults(func=run_sam_command, _prog=p.prog, _parser=p)
 
@@ -94,7 +65,7 @@ def add_sam_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Train the class-aware U-Net baseline (teachkit.sam.unet) on the seen "
         "classes of the same scenes and measure it like SAM.",
     )
-    _add_config_flags(p, UNetTrainConfig)
+    add_dataclass_flags(p, UNetTrainConfig)
     _add_run_flags(p)
     p.set_defaults(func=run_unet_command, _prog=p.prog, _parser=p)
 
@@ -145,7 +116,7 @@ def _finish(args, model, card_fields: dict[str, Any], metrics: dict[str, Any]) -
         **card_fields,
     )
     metrics["card"] = asdict(card)
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_metrics(args.out, metrics)
     if args.ship:
         save_shipped(model.cpu(), card)
     print(card.summary())
