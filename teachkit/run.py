@@ -11,7 +11,8 @@
   monitored, the device): a resumed run then matches an uninterrupted one;
 * the command that started it: :func:`parse_args_recorded` keeps the arguments on the
   parsed namespace and :func:`command_line` writes them back for ``metrics.json`` and the
-  model cards.
+  model cards, as a line that can be pasted into a shell (with the thread count of a CPU
+  run).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shlex
 import sys
 import warnings
 from collections.abc import Collection, Sequence
@@ -191,6 +194,15 @@ def recorded_argv(args: argparse.Namespace) -> list[str]:
 
 
 def command_line(args: argparse.Namespace, program: str = "python -m teachkit.train") -> str:
-    """The command that started the run, as ``metrics.json`` and the model cards record
-    it: ``program`` and the recorded arguments, joined by spaces."""
-    return program + " " + " ".join(recorded_argv(args))
+    """The command that started the run, as ``metrics.json`` and the model cards record it.
+
+    ``program`` and the recorded arguments (:func:`recorded_argv`), each quoted for a POSIX
+    shell (:func:`shlex.quote`) so the line can be pasted back; preceded by
+    ``OMP_NUM_THREADS=N`` when that variable is set, since the thread count matters for
+    reproducing a CPU run::
+
+        OMP_NUM_THREADS=1 python -m teachkit.train sam --holdout 'star, heart' --out runs/sam
+    """
+    threads = os.environ.get("OMP_NUM_THREADS")
+    prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
+    return prefix + program + " " + " ".join(shlex.quote(arg) for arg in recorded_argv(args))

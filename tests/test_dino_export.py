@@ -32,7 +32,7 @@ def test_load_run_gives_the_teacher_backbone_and_the_recorded_facts(run_dir):
     assert config.conv_stem and config.arch == "vit_nano" and backbone.patch_embed.conv_stem
     teacher = torch.load(run_dir / "checkpoint.pt", weights_only=True)["teacher"]
     torch.testing.assert_close(backbone.cls_token, teacher["backbone.cls_token"])
-    assert metrics["run"]["command"].startswith("python -m teachkit.train dino --profile quick")
+    assert "python -m teachkit.train dino --profile quick" in metrics["run"]["command"]
     assert metrics["run"]["hardware"] and metrics["epochs"][-1]["elapsed_s"] > 0
     # the random initialisation is rebuilt exactly from the seed: the run moved away from it
     fresh = build_run_backbone(config)
@@ -53,7 +53,7 @@ def test_ship_run_writes_weights_and_a_card_whose_numbers_reload(run_dir, tmp_pa
         "random_init_attention_jaccard_head_average",
         "final_teacher_entropy",
     } <= card.results.keys()
-    assert card.command.startswith("python -m teachkit.train dino") and card.wall_time_s > 0
+    assert "python -m teachkit.train dino" in card.command and card.wall_time_s > 0
     assert len(card.history["step"]) == 2 and card.history["epoch_step"] == [2]
     # the shipped fp16 weights reproduce the card's k-NN accuracy
     model = build_run_backbone(DINOConfig.from_dict(card.config))

@@ -58,9 +58,14 @@ def test_save_run_then_resume_run_under_the_one_policy(tmp_path):
     assert torch.equal(ckpt["w"], torch.ones(2))
 
 
-def test_the_command_is_recorded_as_parsed():
+def test_the_command_is_recorded_as_parsed(monkeypatch):
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     args = parse_args_recorded(parser, ["--out", "runs/x"])
     assert args.argv == ["--out", "runs/x"]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert command_line(args) == "python -m teachkit.train --out runs/x"
+    # the thread count of a CPU run comes first; arguments are quoted for a shell
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    args = parse_args_recorded(parser, ["--out", "my runs/x"])
+    assert command_line(args) == "OMP_NUM_THREADS=1 python -m teachkit.train --out 'my runs/x'"

@@ -8,8 +8,6 @@ evaluates on the fixed held-out scenes, writes ``model.pt`` and ``metrics.json``
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -20,7 +18,7 @@ from typing import Any
 import torch
 
 from teachkit.config_fields import add_dataclass_flags, flag_values
-from teachkit.run import write_metrics
+from teachkit.run import command_line, parse_args_recorded, write_metrics
 from teachkit.sam.config import SamTrainConfig
 from teachkit.sam.evaluate import EVAL_SEED, eval_scenes, evaluate_sam
 from teachkit.sam.train import train_sam
@@ -92,15 +90,6 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
 
-def _command(args: argparse.Namespace) -> str:
-    """The command line as typed (with OMP_NUM_THREADS when set), for the model card."""
-    threads = os.environ.get("OMP_NUM_THREADS")
-    prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
-    prog = args._prog.rsplit(" ", 1)[0]
-    argv = getattr(args, "_argv", None) or sys.argv[1:]
-    return prefix + prog + " " + " ".join(shlex.quote(a) for a in argv)
-
-
 def _finish(args, model, card_fields: dict[str, Any], metrics: dict[str, Any]) -> None:
     """Write model.pt and metrics.json; with --ship, the fp16 checkpoint and its card."""
     from teachkit.pretrained import ModelCard, save_shipped
@@ -108,9 +97,10 @@ def _finish(args, model, card_fields: dict[str, Any], metrics: dict[str, Any]) -
 
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out / "model.pt")
+    program = args._prog.rsplit(" ", 1)[0]  # without the sub-command, which argv holds
     card = ModelCard(
         name=args.ship or args.out.name,
-        command=_command(args),
+        command=command_line(args, program=program),
         hardware=hardware_name(next(model.parameters()).device),
         created=time.strftime("%Y-%m-%d"),
         **card_fields,
@@ -200,8 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m teachkit.sam.cli sam|unet ...`` (the same as ``python -m teachkit.train``)."""
     parser = argparse.ArgumentParser(prog="python -m teachkit.sam.cli")
     add_sam_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    args._argv = list(argv) if argv is not None else sys.argv[1:]
+    args = parse_args_recorded(parser, argv)
     return args.func(args)
 
 
