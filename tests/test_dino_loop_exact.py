@@ -29,31 +29,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from test_dino_trainer import backbone, tiny_config, tiny_images  # the trainer tests' tiny run
 
 from teachkit.data.critters import CrittersStream, make_critter_scenes, make_critters
 from teachkit.data.shapes import ShapesStream, make_scenes, make_shapes
 from teachkit.data.stream import ImageBatches
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.batched_augment import BatchedMultiCrop
-from teachkit.dino.trainer import STEP_STATS, DINOConfig, train_dino
+from teachkit.dino.trainer import STEP_STATS, train_dino
 
 REFERENCE = Path(__file__).parent / "data" / "dino_loop_reference.json"
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
-class TinyBackbone(nn.Module):
-    """conv 3->8 (stride 2), ReLU, global mean, linear to 16 (as tests/test_dino_trainer.py)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed_dim = 16
-        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.fc = nn.Linear(8, 16)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
 
 
 def environment() -> dict[str, str]:
@@ -77,25 +64,11 @@ def digest(*tensors: torch.Tensor) -> str:
 
 def trajectory() -> dict[str, Any]:
     """6 steps of the trainer tests' tiny run: every step's statistics and the weights."""
-    cfg = DINOConfig(
-        out_dim=64,
-        hidden_dim=32,
-        bottleneck_dim=16,
-        batch_size=8,
-        epochs=2,
-        steps_per_epoch=3,
-        warmup_epochs=1,
-        lr=0.02,
-        momentum_teacher=0.9,
-        log_every=2,
-        crops=MultiCropConfig(global_size=16, local_size=8, local_crops_number=2),
-        device="cpu",
-        seed=0,
-    )
-    images = torch.randint(0, 256, (64, 3, 16, 16), generator=torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
     history = train_dino(
-        cfg, ImageBatches(images.to(torch.uint8), 8), backbone=TinyBackbone(), progress=False
+        tiny_config(log_every=2),
+        ImageBatches(tiny_images(), 8),
+        backbone=backbone(),
+        progress=False,
     )
     weights = [*history.student.state_dict().values(), *history.teacher.state_dict().values()]
     return {
