@@ -27,11 +27,26 @@ from teachkit.data.shapes import CLASSES
 from teachkit.sam.sizes import SAM_CONFIGS
 
 __all__ = [
+    "FREE_TO_CHANGE",
     "NESTING_PARENT_CLASSES",
     "SCENE_DATASETS",
     "SamTrainConfig",
     "seen_class_ids",
 ]
+
+#: Settings that may differ between the sessions of one run without a warning (the resume
+#: policy of :func:`teachkit.run.resume_run`): where the run is written and runs, when it
+#: stops or saves, and how often and on how many scenes the mIoU monitor measures; none
+#: changes the maths of a step. Every other change is named in a warning when the run
+#: resumes.
+FREE_TO_CHANGE: tuple[str, ...] = (
+    "max_steps",
+    "out_dir",
+    "device",
+    "eval_every",
+    "eval_monitor_scenes",
+    "checkpoint_every",
+)
 
 #: ``make_scenes`` draws every nesting parent as one of these, whatever ``classes`` says.
 NESTING_PARENT_CLASSES: tuple[str, ...] = ("circle", "square")

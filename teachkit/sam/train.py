@@ -70,25 +70,23 @@ In Python (every setting, with what to try, is a field of
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from teachkit.checkpoint import capture_rng_state, load_latest, restore_rng_state, save_checkpoint
+from teachkit.checkpoint import capture_rng_state, restore_rng_state
 from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.shapes import SceneBatch
 from teachkit.data.stream import mix_seed
 from teachkit.profiles import pick_device, pick_precision, seed_everything
+from teachkit.run import NonFiniteLossError, StepHistory, resume_run, save_run
 from teachkit.sam.build import SAM_CONFIGS, build_sam_from_config
-from teachkit.sam.config import SamTrainConfig
+from teachkit.sam.config import FREE_TO_CHANGE, SamTrainConfig
 from teachkit.sam.evaluate import eval_scenes, evaluate_sam
 from teachkit.sam.geometry import mask_iou, masks_to_boxes
 from teachkit.sam.losses import dice_loss, focal_loss, iou_prediction_loss, select_min_loss
@@ -256,8 +254,8 @@ def learning_rate(step: int, cfg: SamTrainConfig) -> float:
 
 # ------------------------------------------------------------------------- the loop
 @dataclass
-class SamHistory:
-    """What a run recorded.
+class SamHistory(StepHistory):
+    """What a run recorded (``history.column("loss")``: one quantity over the steps).
 
     Attributes:
         steps: one dict per step: step, lr, loss, focal, dice, iou_mse, iou_first (IoU of
@@ -267,14 +265,9 @@ class SamHistory:
         model: the trained :class:`Sam` (not saved in JSON).
     """
 
-    steps: list[dict[str, float]] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)
     wall_time_s: float = 0.0
     model: Sam | None = field(default=None, repr=False)
-
-    def column(self, name: str) -> list[float]:
-        """One quantity over the steps, e.g. ``history.column("loss")``."""
-        return [row[name] for row in self.steps]
 
     def to_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "evals": self.evals, "wall_time_s": self.wall_time_s}
@@ -307,7 +300,7 @@ def train_sam(
         The :class:`SamHistory` with the trained model attached (in eval mode).
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite.
+        NonFiniteLossError: the loss became NaN or infinite (a ``FloatingPointError``).
     """
     cfg = config
     device = pick_device(cfg.device)
@@ -360,7 +353,7 @@ def train_sam(
             with precision.autocast(device):
                 loss, stats = _sam_loss(model, scenes, cfg, generator)
             if not math.isfinite(stats["loss"]):
-                raise FloatingPointError(
+                raise NonFiniteLossError(
                     f"SAM loss is {stats['loss']} at step {step} (lr {lr:.2e}); lower --lr or "
                     f"raise --warmup-steps. The last good checkpoint is in {cfg.out_dir}."
                 )
@@ -394,21 +387,6 @@ def train_sam(
     return history
 
 
-#: Settings that may differ between the sessions of one run without changing its result.
-_FREE_TO_CHANGE = (
-    "max_steps",
-    "out_dir",
-    "device",
-    "eval_every",
-    "eval_monitor_scenes",
-    "checkpoint_every",
-)
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
 # ------------------------------------------------------------- monitor, save, resume
 def _monitor_line(step: int, s: dict[str, float]) -> str:
     parts = []
@@ -420,6 +398,7 @@ def _monitor_line(step: int, s: dict[str, float]) -> str:
 
 
 def _save(cfg, model, optimizer, scaler, history: SamHistory, next_step: int) -> None:
+    """Write the run's checkpoint and metrics.json into ``cfg.out_dir``."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -429,30 +408,17 @@ def _save(cfg, model, optimizer, scaler, history: SamHistory, next_step: int) ->
         "rng": capture_rng_state(),
         "history": history.to_dict(),
     }
-    save_checkpoint(state, Path(cfg.out_dir) / "checkpoint.pt")
-    metrics = {"config": cfg.to_dict(), **history.to_dict()}
-    (Path(cfg.out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    save_run(cfg.out_dir, state, {"config": cfg.to_dict(), **history.to_dict()})
 
 
 def _resume(cfg, model, optimizer, scaler, history: SamHistory) -> int:
-    """Load ``out_dir``'s latest checkpoint into the run; the step to continue from."""
-    if cfg.out_dir is None:
-        return 0
-    ckpt = load_latest(cfg.out_dir)
+    """Load ``out_dir``'s latest checkpoint into the run; the step to continue from.
+
+    Changed settings other than :data:`~teachkit.sam.config.FREE_TO_CHANGE` are named in
+    a warning (:func:`teachkit.run.resume_run`)."""
+    ckpt = resume_run(cfg.out_dir, cfg.to_dict(), free_to_change=FREE_TO_CHANGE, stacklevel=3)
     if ckpt is None:
         return 0
-    saved = ckpt["config"]
-    changed = {
-        k: (saved.get(k), v)
-        for k, v in cfg.to_dict().items()
-        if k not in _FREE_TO_CHANGE and _plain(saved.get(k)) != _plain(v)
-    }
-    if changed:
-        warnings.warn(
-            f"resuming from {cfg.out_dir} with changed settings {changed} (saved, now): the "
-            "run will not match an uninterrupted one",
-            stacklevel=3,
-        )
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])

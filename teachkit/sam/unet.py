@@ -44,6 +44,7 @@ from teachkit.config_fields import config_field
 from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.shapes import CLASSES, SceneBatch
 from teachkit.profiles import pick_device, seed_everything
+from teachkit.run import check_finite_loss
 from teachkit.sam.config import seen_class_ids
 from teachkit.sam.evaluate import instance_queries
 
@@ -213,6 +214,9 @@ def train_unet(config: UNetTrainConfig, *, progress: bool = True) -> tuple[UNet,
 
     Returns:
         The trained model (eval mode, on the training device) and the loss of every step.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite (a ``FloatingPointError``).
     """
     cfg = config
     device = pick_device(cfg.device)
@@ -245,6 +249,7 @@ def train_unet(config: UNetTrainConfig, *, progress: bool = True) -> tuple[UNet,
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
+        check_finite_loss(losses[-1], step=step, trainer="U-Net", lr=cfg.lr)
     return model.eval(), losses
 
 
