@@ -47,6 +47,7 @@ __all__ = [
     "resize_boxes",
 ]
 
+
 def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     """Size ``(h, w)`` of an ``height x width`` image resized so its longest side is ``long_side``.
 
