@@ -19,9 +19,10 @@ from teachkit.sam.cli import main
 from teachkit.sam.config import SamTrainConfig, seen_class_ids
 from teachkit.sam.evaluate import ambiguity_example, error_region_click, evaluate_sam
 from teachkit.sam.geometry import mask_center, mask_iou, mean_iou
+from teachkit.sam.interactive_loss import interactive_loss
 from teachkit.sam.losses import dice_loss, focal_loss, select_min_loss
 from teachkit.sam.prompting import jitter_boxes, sample_error_point, sample_point_in_mask
-from teachkit.sam.train import _interactive_loss, build_training_sam, train_sam
+from teachkit.sam.train import build_training_sam, train_sam
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -194,7 +195,7 @@ def test_interactive_rounds_feed_back_points_and_previous_logits():
     target[:, 10:30, 20:40] = True
     emb = model.image_encoder(model.preprocess(torch.zeros(2, 3, 64, 64)))
     first = torch.tensor([[25.0, 15.0], [30.0, 20.0]])
-    loss, _ = _interactive_loss(
+    loss, _ = interactive_loss(
         model, emb, target, cfg, torch.Generator().manual_seed(0), first_points=first
     )
     assert loss.requires_grad

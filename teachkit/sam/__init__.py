@@ -28,7 +28,9 @@ Training and measuring the chapter's tiny SAM:
 * :mod:`~teachkit.sam.prompting` -- the simulated user: first click, corrections, boxes;
 * :mod:`~teachkit.sam.config` -- ``SamTrainConfig``, every setting of a training run
   with what to try, and the held-out classes;
-* :mod:`~teachkit.sam.train` -- the training loop: the loss of one step, checkpoints and
+* :mod:`~teachkit.sam.interactive_loss` -- one training step's loss with simulated
+  clicks: a few instances per image, a first click or box, corrective clicks;
+* :mod:`~teachkit.sam.train` -- the training loop: schedule, monitor, checkpoints and
   resuming;
 * :mod:`~teachkit.sam.evaluate` -- mIoU with 1 point, k points and a box, seen vs unseen;
 * :mod:`~teachkit.sam.unet` -- the class-aware U-Net baseline;
