@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from teachkit.attention import cls_attention_maps, mass_threshold, upsample_patches
-from teachkit.sam.automatic import masks_to_boxes
-from teachkit.sam.evaluate import mask_center
+from teachkit.sam.geometry import mask_center, masks_to_boxes
 from teachkit.sam.predictor import SamPredictor
 from teachkit.video import patch_features
 
