@@ -20,8 +20,6 @@ import torch
 from teachkit.config_fields import add_dataclass_flags, flag_values
 from teachkit.run import command_line, parse_args_recorded, write_metrics
 from teachkit.sam.config import SamTrainConfig
-from teachkit.sam.evaluate import EVAL_SEED, eval_scenes, evaluate_sam
-from teachkit.sam.train import train_sam
 
 
 def _config_from_args(args: argparse.Namespace, cls: type) -> Any:
@@ -114,6 +112,9 @@ def _finish(args, model, card_fields: dict[str, Any], metrics: dict[str, Any]) -
 
 def run_sam_command(args: argparse.Namespace) -> int:
     """``sam``: train (resuming from --out), evaluate on held-out scenes, write, ship."""
+    from teachkit.sam.evaluate import EVAL_SEED, eval_scenes, evaluate_sam
+    from teachkit.sam.train import train_sam
+
     cfg = _config_from_args(args, SamTrainConfig)
     cfg.out_dir = str(args.out)
     history = train_sam(cfg, progress=not args.no_progress)
@@ -158,6 +159,7 @@ def run_sam_command(args: argparse.Namespace) -> int:
 
 def run_unet_command(args: argparse.Namespace) -> int:
     """``unet``: train the class-aware baseline, evaluate like SAM, write, ship."""
+    from teachkit.sam.evaluate import EVAL_SEED, eval_scenes
     from teachkit.sam.unet import UNetTrainConfig, evaluate_unet, train_unet
 
     cfg = _config_from_args(args, UNetTrainConfig)
