@@ -65,7 +65,13 @@ from torch import Tensor, nn
 from teachkit.data.stream import ImageBatches
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.batched_augment import BatchedMultiCrop
-from teachkit.dino.trainer import STEP_STATS, DINOConfig, NonFiniteLossError, train_dino
+from teachkit.dino.trainer import (
+    STEP_STATS,
+    Augment,
+    DINOConfig,
+    NonFiniteLossError,
+    train_dino,
+)
 from teachkit.models.resnet import resnet18_cifar
 from teachkit.models.vit import VIT_SIZES
 from teachkit.profiles import BF16, FP32, Precision, pick_precision
@@ -301,19 +307,17 @@ def dino_vit_train_flops(sizes: Sizes, crops: MultiCropConfig, patch: int = 4) -
 
 
 # ---------------------------------------------------------------------------- teachkit
-def teachkit_run(
+def teachkit_config(
     args: argparse.Namespace,
     sizes: Sizes,
-    images: Tensor,
     *,
     arch: str,
-    backbone: nn.Module | None = None,
-    crops: list[Tensor] | None = None,
     precision: str = "auto",
     compile: bool = False,
-) -> dict[str, Any]:
-    """Time the real ``train_dino`` loop (with ``crops``: the step alone)."""
-    cfg = DINOConfig(
+) -> DINOConfig:
+    """The ``train_dino`` settings of the teachkit rows: ``sizes.warmup + sizes.timed``
+    steps of batch ``sizes.batch``, the issue's crops, the head of ``sizes``."""
+    return DINOConfig(
         arch=arch,
         patch_size=4,
         out_dim=sizes.out_dim,
@@ -331,13 +335,35 @@ def teachkit_run(
         log_every=sizes.log_every,
         seed=args.seed,
     )
-    clock = StepClock(batch=sizes.batch, every=sizes.log_every, warmup=sizes.warmup)
+
+
+def teachkit_inputs(
+    args: argparse.Namespace, sizes: Sizes, images: Tensor, crops: list[Tensor] | None
+) -> tuple[Any, Augment | None]:
+    """``(data, augment)`` for ``train_dino``: end to end, ``ImageBatches`` of the
+    (N, 3, 32, 32) uint8 ``images`` and the built-in multi-crop; with ``crops`` (the
+    step alone), the first batch again and again, and an ``augment`` that returns the
+    fixed crops."""
     if crops is None:
-        data: Any = ImageBatches(images, sizes.batch, seed=args.seed, rank=0, world_size=1)
-    else:
-        data = itertools.repeat(images[: sizes.batch])
-    # with crops: train_dino's augment= skips the augmentation and returns the fixed crops
-    augment = None if crops is None else (lambda images, step: crops)
+        return ImageBatches(images, sizes.batch, seed=args.seed, rank=0, world_size=1), None
+    return itertools.repeat(images[: sizes.batch]), (lambda images, step: crops)
+
+
+def teachkit_run(
+    args: argparse.Namespace,
+    sizes: Sizes,
+    images: Tensor,
+    *,
+    arch: str,
+    backbone: nn.Module | None = None,
+    crops: list[Tensor] | None = None,
+    precision: str = "auto",
+    compile: bool = False,
+) -> dict[str, Any]:
+    """Time the real ``train_dino`` loop (with ``crops``: the step alone)."""
+    cfg = teachkit_config(args, sizes, arch=arch, precision=precision, compile=compile)
+    clock = StepClock(batch=sizes.batch, every=sizes.log_every, warmup=sizes.warmup)
+    data, augment = teachkit_inputs(args, sizes, images, crops)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train_dino(

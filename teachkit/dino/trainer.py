@@ -42,6 +42,7 @@ of it is the ViT, the batched augmentation is about 0.08 s.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -97,6 +98,14 @@ STEP_STATS: tuple[str, ...] = ("loss", "teacher_entropy", "batch_entropy", "kl",
 Callback = Callable[[str, dict[str, float]], "bool | None"]
 #: ``augment(images, step) -> crops``: the views of one batch (see :func:`train_dino`).
 Augment = Callable[[Tensor, int], "list[Tensor]"]
+
+
+def _region(name: str) -> contextlib.AbstractContextManager:
+    """The profiler label ``dino/<name>`` while a torch profiler records (the regions of
+    ``benchmarks/profile_dino_loop.py``); otherwise nothing, at no cost."""
+    if torch.autograd._profiler_enabled():
+        return torch.profiler.record_function(f"dino/{name}")
+    return contextlib.nullcontext()
 
 
 class UniformCollapseError(RuntimeError):
@@ -339,15 +348,21 @@ class _Run:
             dynamic_ncols=True,
         ) as bar:
             for step in range(start, end):
-                out = self._step(step, next(batches))
-                pending.append(torch.stack([getattr(out, k).detach().float() for k in STEP_STATS]))
+                with _region("data"):
+                    images = next(batches)
+                out = self._step(step, images)
+                with _region("stats"):
+                    pending.append(
+                        torch.stack([getattr(out, k).detach().float() for k in STEP_STATS])
+                    )
                 bar.update(1)
                 done = step + 1 == end
                 epoch_end = (step + 1) % spe == 0
                 save = cfg.out_dir is not None and ((step + 1) % cfg.checkpoint_every == 0 or done)
                 flush = (step + 1) % cfg.log_every == 0 or done or epoch_end or save
                 if flush:
-                    stop = self._flush(pending, step, bar) or stop
+                    with _region("flush"):
+                        stop = self._flush(pending, step, bar) or stop
                     pending = []
                 if epoch_end:
                     stop = self._end_epoch(step) or stop
@@ -372,30 +387,37 @@ class _Run:
                 group["weight_decay"] = float(self.wd[step])
         crops = self._augment(images, step)
         with self.precision.autocast(self.device):
-            with torch.no_grad():
+            with torch.no_grad(), _region("teacher_forward"):
                 teacher_out = self.teacher_fwd(crops[:2])  # the teacher sees global views
-            student_out = self.student_fwd(crops)
-        out = self.loss_fn(
-            student_out.float().chunk(len(crops)),
-            teacher_out.float().chunk(2),
-            teacher_temp=float(self.teacher_temp[epoch]),
-        )
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(out.loss).backward()
-        if cfg.clip_grad > 0:
-            self.scaler.unscale_(self.optimizer)
-            clip_gradients(self.student, cfg.clip_grad)
-        cancel_gradients_last_layer(self.student, epoch, cfg.freeze_last_layer)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        update_teacher(self.teacher, self.student, float(self.momentum[step]))
+            with _region("student_forward"):
+                student_out = self.student_fwd(crops)
+        with _region("loss"):
+            out = self.loss_fn(
+                student_out.float().chunk(len(crops)),
+                teacher_out.float().chunk(2),
+                teacher_temp=float(self.teacher_temp[epoch]),
+            )
+        with _region("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(out.loss).backward()
+        with _region("clip"):
+            if cfg.clip_grad > 0:
+                self.scaler.unscale_(self.optimizer)
+                clip_gradients(self.student, cfg.clip_grad)
+            cancel_gradients_last_layer(self.student, epoch, cfg.freeze_last_layer)
+        with _region("optimizer"):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        with _region("ema"):
+            update_teacher(self.teacher, self.student, float(self.momentum[step]))
         return out
 
     def _augment(self, images: Tensor, step: int) -> list[Tensor]:
         """Crops of this process's images; draws for the global batch from (seed, step)."""
         images = images.to(self.device, non_blocking=True)
         if self.custom_augment is not None:
-            crops = self.custom_augment(images, step)
+            with _region("augment"):
+                crops = self.custom_augment(images, step)
             if not isinstance(crops, (list, tuple)) or len(crops) < 2:
                 raise ValueError(
                     "augment(images, step) must return a list of crops, the two global "
@@ -404,12 +426,14 @@ class _Run:
                 )
             return list(crops)
         b = images.shape[0]
-        g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step))
-        params = self.augment.sample_params(
-            b * self.world, generator=g, image_size=tuple(images.shape[-2:])
-        )
-        params = [p.slice(self.rank * b, (self.rank + 1) * b) for p in params]
-        return self.augment(images, params=params)
+        with _region("augment_draw"):  # on the host, from (seed, step)
+            g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step))
+            params = self.augment.sample_params(
+                b * self.world, generator=g, image_size=tuple(images.shape[-2:])
+            )
+            params = [p.slice(self.rank * b, (self.rank + 1) * b) for p in params]
+        with _region("augment"):
+            return self.augment(images, params=params)
 
     # ---- logging, monitoring, stopping --------------------------------------------------
     def _flush(self, pending: list[Tensor], last_step: int, bar: tqdm) -> bool:
