@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from teachkit.dino.augment import MultiCropConfig, ViewParams, ViewRecipe, to_float_image
+from teachkit.dino.device_draws import draws_on
 
 __all__ = [
     "BatchedMultiCrop",
@@ -97,7 +98,8 @@ def _rgb_to_hsv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
     # f(n) = v - v s max(0, min(k, 4 - k, 1)), k = (n + 6 h) mod 6, n = 5, 3, 1 for R, G, B
-    n = torch.tensor([5.0, 3.0, 1.0], device=h.device).view(1, 3, 1, 1)
+    # (made on the device: torch.tensor([5.0, 3.0, 1.0], device=cuda) would be a host sync)
+    n = torch.arange(5.0, 0.0, -2.0, device=h.device).view(1, 3, 1, 1)
     k = (n + 6.0 * h.unsqueeze(-3)) % 6.0
     weight = torch.minimum(torch.minimum(k, 4.0 - k), torch.ones_like(k)).clamp_min(0.0)
     return v.unsqueeze(-3) - (v * s).unsqueeze(-3) * weight
@@ -191,6 +193,7 @@ class BatchedMultiCrop:
 
     def __init__(self, config: MultiCropConfig | None = None) -> None:
         self.config = config or MultiCropConfig()
+        self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def __call__(
         self,
@@ -217,31 +220,50 @@ class BatchedMultiCrop:
                 f"expected {len(recipes)} ViewParams of length {b}, got {[len(p) for p in params]}"
             )
         x = to_float_image(images)
-        params = [p.to(x.device) for p in params]
+        draws, slots = draws_on(params, x.device)
         crops: list[Tensor] = []
+        start = 0
         for size in dict.fromkeys(r.size for r in recipes):  # global size, then local
-            idx = [i for i, r in enumerate(recipes) if r.size == size]
-            crops += self._views_of_size(x, size, [params[i] for i in idx]).split(b)
-        return list(crops)
+            stop = start + b * sum(r.size == size for r in recipes)  # consecutive views
+            views = self._views_of_size(x, size, draws.slice(start, stop), slots[start:stop])
+            crops += views.split(b)
+            start = stop
+        return crops
 
-    def _views_of_size(self, x: Tensor, size: int, params: list[ViewParams]) -> Tensor:
-        """All views sharing an output size, processed as one batch of len(params) * B."""
+    def _views_of_size(self, x: Tensor, size: int, p: ViewParams, slots: Tensor) -> Tensor:
+        """All V views sharing an output size as one batch of V * B crops.
+
+        ``x`` (B, 3, H, W) in [0, 1]; ``p`` the V views' draws concatenated (V * B rows)
+        and ``slots`` their colour-jitter masks (V * B, 4, 4), both on x's device
+        (:func:`~teachkit.dino.device_draws.draws_on`). Returns (V * B, 3, size, size),
+        normalised. One crop, one colour pipeline and one blur for all V views.
+        """
         c = self.config
-        mode = c.interpolation
-        crops = torch.cat([resized_crop(x, p.crop, p.flip, size, mode) for p in params])
-        p = ViewParams.cat(params)
-        crops = self._color_jitter(crops, p)
+        views = len(p) // x.shape[0]
+        crops = resized_crop(x.repeat(views, 1, 1, 1), p.crop, p.flip, size, c.interpolation)
+        crops = self._color_jitter(crops, p, slots)
         crops = torch.where(
             p.grayscale.view(-1, 1, 1, 1), rgb_to_grayscale(crops).expand_as(crops), crops
         )
         crops = gaussian_blur(crops, p.blur_sigma, c.blur_kernel_size(size))
         crops = torch.where(p.solarize.view(-1, 1, 1, 1) & (crops >= 0.5), 1.0 - crops, crops)
-        mean = torch.tensor(c.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(c.std, device=x.device).view(1, 3, 1, 1)
+        mean, std = self._normalisation(x.device)
         return (crops - mean) / std
 
+    def _normalisation(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The recipe's (1, 3, 1, 1) mean and std on ``device``, copied there once (a
+        tensor made from Python numbers on a GPU is a host sync each time)."""
+        if device not in self._constants:
+            c = self.config
+            self._constants[device] = tuple(
+                torch.tensor(v).view(1, 3, 1, 1).to(device) for v in (c.mean, c.std)
+            )
+        return self._constants[device]
+
     @staticmethod
-    def _color_jitter(x: Tensor, p: ViewParams) -> Tensor:
+    def _color_jitter(x: Tensor, p: ViewParams, slots: Tensor) -> Tensor:
+        """torchvision's ColorJitter per image: at each of the 4 positions, the op that
+        image's ``jitter_order`` puts there (``slots[:, position, op]``), if jittered."""
         ops = (
             (adjust_brightness, p.brightness),
             (adjust_contrast, p.contrast),
@@ -250,8 +272,7 @@ class BatchedMultiCrop:
         )
         for position in range(4):
             for op_index, (op, factor) in enumerate(ops):
-                here = p.jitter & (p.jitter_order[:, position] == op_index)
-                x = _apply_where(op, x, factor, here)
+                x = _apply_where(op, x, factor, slots[:, position, op_index])
         return x
 
     # ---- the random draws -------------------------------------------------------------
