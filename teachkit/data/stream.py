@@ -82,8 +82,10 @@ class ImageBatches:
             epoch, i = divmod(step, len(self))
             if epoch != order_epoch:
                 g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-                order, order_epoch = torch.randperm(self.images.shape[0], generator=g), epoch
+                order = torch.randperm(self.images.shape[0], generator=g)
+                # on the images' device once per epoch: a per-step copy of the batch's
+                # indices would make the host wait for the GPU every step
+                order, order_epoch = order.to(self.images.device, non_blocking=True), epoch
             start = (i * self.world_size + self.rank) * self.batch_size
-            index = order[start : start + self.batch_size].to(self.images.device)
-            yield self.images[index]
+            yield self.images[order[start : start + self.batch_size]]
             step += 1
