@@ -60,6 +60,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -129,6 +130,13 @@ _CONTEXTS = torch.tensor(
         [[0.06, 0.07, 0.16], [0.14, 0.14, 0.22]],  # night
     ]
 )
+
+
+@functools.cache
+def _tables(device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(_HUES, _CONTEXTS)`` on ``device``, copied there once (a copy per batch is a
+    host sync on a GPU)."""
+    return _HUES.to(device), _CONTEXTS.to(device)
 
 
 @dataclass(frozen=True)
@@ -230,21 +238,26 @@ def _outline_params(family: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor,
     aspect = 1 + 0.2 * torch.rand(n, generator=g, device=device)
     u = torch.rand(n, generator=g, device=device)
     lobes = torch.randint(5, 8, (n,), generator=g, device=device)  # spiky: 5-7 spikes
-    rows = torch.arange(n, device=device)
     # long: stretched 1.8-2.5x
     aspect = torch.where(family == 1, 1.8 + 0.7 * u, aspect)
     # lobed: three or four lobes
-    lobed = family == 2
-    k = torch.where(u < 0.5, 3, 4)
-    amp[rows[lobed], k[lobed]] = 0.22 + 0.12 * u[lobed]
+    _set_rows(amp, torch.where(u < 0.5, 3, 4), family == 2, 0.22 + 0.12 * u)
     # spiky: 5-7 sharp spikes
-    spiky = family == 3
-    amp[rows[spiky], lobes[spiky]] = 0.3 + 0.12 * u[spiky]
+    _set_rows(amp, lobes, family == 3, 0.3 + 0.12 * u)
     # boxy: a rounded square (4th harmonic locked to the corners)
-    boxy = family == 4
-    amp[rows[boxy], 4] = 0.1 + 0.05 * u[boxy]
-    phase[rows[boxy], 4] = 0
+    fourth = torch.full_like(lobes, 4)
+    _set_rows(amp, fourth, family == 4, 0.1 + 0.05 * u)
+    _set_rows(phase, fourth, family == 4, torch.zeros_like(u))
     return amp, phase, aspect
+
+
+def _set_rows(x: Tensor, column: Tensor, rows: Tensor, value: Tensor) -> None:
+    """In place: ``x[i, column[i]] = value[i]`` where ``rows[i]``; x (N, C), the others
+    (N,). As a gather, a ``where`` and a scatter: selecting the rows by a boolean mask
+    would make the host wait for the GPU to count them."""
+    index = column.view(-1, 1)
+    old = x.gather(1, index).squeeze(1)
+    x.scatter_(1, index, torch.where(rows, value, old).unsqueeze(1))
 
 
 def _outline_masks(
@@ -286,15 +299,13 @@ def _critter_colours(colour: Tensor, cfg: CrittersConfig, g: torch.Generator) ->
     """(N, 3) base colours around the hue centres of the colour indices (N,)."""
     n, device = colour.shape[0], colour.device
     jitter = cfg.hue_spread * (2 * torch.rand(n, generator=g, device=device) - 1)
-    hue = (_HUES.to(device)[colour] + jitter) % 1.0
+    hue = (_tables(device)[0][colour] + jitter) % 1.0
     sat = _uniform(n, *cfg.saturation, g, device)
     val = _uniform(n, *cfg.value, g, device)
     return _hsv_to_rgb(hue, sat, val)
 
 
-def _texture(
-    kind: Tensor, u: Tensor, v: Tensor, cfg: CrittersConfig, g: torch.Generator
-) -> Tensor:
+def _texture(kind: Tensor, u: Tensor, v: Tensor, cfg: CrittersConfig, g: torch.Generator) -> Tensor:
     """(N, H, W) multiplicative shading of each texture kind in local coordinates."""
     n, device = kind.shape[0], kind.device
     freq = _uniform(n, *cfg.texture_frequency, g, device).view(n, 1, 1) * math.pi
@@ -316,7 +327,7 @@ def _context_background(context: Tensor, res: int, g: torch.Generator) -> Tensor
     """(N, 3, H, W) backgrounds: a vertical gradient between the context's two colours,
     a smooth mottling, and fine grain (grass and water ripple, night has stars)."""
     n, device = context.shape[0], context.device
-    pal = _CONTEXTS.to(device)[context]  # (N, 2, 3)
+    pal = _tables(device)[1][context]  # (N, 2, 3)
     rows = ((torch.arange(res, device=device, dtype=torch.float32) + 0.5) / res).view(1, 1, -1, 1)
     canvas = pal[:, 0].view(n, 3, 1, 1) * (1 - rows) + pal[:, 1].view(n, 3, 1, 1) * rows
     canvas = canvas.expand(n, 3, res, res).clone()
@@ -377,14 +388,13 @@ def _labels(n: int, classes: tuple[str, ...] | None, g: torch.Generator, device)
     names = CRITTER_CLASSES if classes is None else classes
     if len(names) == 0:
         raise ValueError(f"classes must name at least one class of {list(CRITTER_CLASSES)}")
-    allowed = torch.tensor(
-        [CRITTER_CLASSES.index(c) if c in CRITTER_CLASSES else -1 for c in names], device=device
-    )
-    if (allowed < 0).any():
-        bad = [c for c in names if c not in CRITTER_CLASSES]
+    bad = [c for c in names if c not in CRITTER_CLASSES]
+    if bad:
         raise ValueError(
             f"unknown critter class(es) {bad}; expected names from {list(CRITTER_CLASSES)}"
         )
+    # made on the host and copied without waiting: made on a GPU it would be a host sync
+    allowed = torch.tensor([CRITTER_CLASSES.index(c) for c in names]).to(device, non_blocking=True)
     order = torch.randperm(n, generator=g, device=device)
     return allowed[order % len(allowed)]
 

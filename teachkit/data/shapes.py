@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import operator
@@ -212,10 +213,15 @@ def _shape_masks(
     radii: torch.Tensor,
     angles: torch.Tensor,
     resolution: int,
+    *,
+    sync_free: bool | None = None,
 ) -> torch.Tensor:
     """Masks of one shape per row: labels (N,), centres (N, 2) xy, radii (N,), angles (N,).
 
-    Returns (N, H, W) bool, evaluated at pixel centres.
+    Returns (N, H, W) bool, evaluated at pixel centres. ``sync_free`` (default: on any
+    device but the CPU) draws every class on every row and keeps the matching one,
+    instead of finding each class's rows (a host sync per class on a GPU); the masks are
+    the same.
     """
     n = labels.shape[0]
     device = labels.device
@@ -227,7 +233,12 @@ def _shape_masks(
     u = (cos * x + sin * y) / scale
     v = (-sin * x + cos * y) / scale
     masks = torch.zeros(n, resolution, resolution, dtype=torch.bool, device=device)
+    if sync_free is None:
+        sync_free = device.type != "cpu"  # on the CPU compute costs, a sync does not
     for cls in range(len(CLASSES)):
+        if sync_free:
+            masks = torch.where((labels == cls).view(n, 1, 1), _shape_inside(cls, u, v), masks)
+            continue
         rows = (labels == cls).nonzero(as_tuple=True)[0]
         if rows.numel():
             masks[rows] = _shape_inside(cls, u[rows], v[rows])
@@ -272,11 +283,17 @@ def _smooth_field(n: int, res: int, cells: int, g: torch.Generator, device) -> t
     return F.interpolate(coarse, size=(res, res), mode="bilinear", align_corners=False)
 
 
+@functools.cache
+def _palette(device: torch.device) -> torch.Tensor:
+    """:data:`PALETTE` on ``device``, copied there once (a copy per batch is a host sync)."""
+    return PALETTE.to(device)
+
+
 def _object_colours(n: int, cfg: ShapesConfig, g: torch.Generator, device) -> torch.Tensor:
     """(N, 3) object colours: palette entries (continuous RGB under shortcuts)."""
     if cfg.shortcuts:
         return torch.rand(n, 3, generator=g, device=device)
-    palette = PALETTE.to(device)
+    palette = _palette(torch.device(device))
     idx = torch.randint(len(palette), (n,), generator=g, device=device)
     jitter = cfg.colour_jitter * (2 * torch.rand(n, 3, generator=g, device=device) - 1)
     return (palette[idx] + jitter).clamp(0, 1)
@@ -377,7 +394,8 @@ def _allowed_classes(classes: Sequence[str] | None, device: torch.device) -> tor
         raise ValueError(
             f"classes is empty: name at least one class, or pass None for all of {list(CLASSES)}"
         )
-    return torch.tensor([class_index(c) for c in classes], dtype=torch.long, device=device)
+    indices = torch.tensor([class_index(c) for c in classes], dtype=torch.long)
+    return indices.to(device, non_blocking=True)  # made on a GPU it would be a host sync
 
 
 def make_shapes(
@@ -520,9 +538,10 @@ def make_scenes(
         if k == 0:
             # A nesting parent is big and solid enough to hold another shape.
             big = _uniform(n, 0.3, 0.4, g, device)
-            solid = torch.tensor(
-                [class_index(c) for c in ("circle", "square")], device=device
-            )[torch.randint(2, (n,), generator=g, device=device)]
+            solid = torch.tensor([class_index(c) for c in ("circle", "square")])
+            solid = solid.to(device, non_blocking=True)[
+                torch.randint(2, (n,), generator=g, device=device)
+            ]
             radii = torch.where(nested, big, radii)
             lab = torch.where(nested, solid, lab)
             margin = 0.9 * radii
