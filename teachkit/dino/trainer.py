@@ -431,7 +431,8 @@ class _Run:
             params = self.augment.sample_params(
                 b * self.world, generator=g, image_size=tuple(images.shape[-2:])
             )
-            params = [p.slice(self.rank * b, (self.rank + 1) * b) for p in params]
+            if self.world > 1:  # this process's share of the global batch's draws
+                params = [p.slice(self.rank * b, (self.rank + 1) * b) for p in params]
         with _region("augment"):
             return self.augment(images, params=params)
 
