@@ -52,6 +52,7 @@ from teachkit.dino.trainer import Callback, train_dino
 #: More steps than dino_throughput.py's smoke test (3), fewer than its GPU run (80).
 TINY_PROFILE = dataclasses.replace(TINY, warmup=2, timed=8, log_every=2)
 FULL_PROFILE = dataclasses.replace(FULL, warmup=10, timed=30, log_every=10)
+PROFILED_STEPS = 10  # at most, after the warm-up (the profiler's events take a while to sort)
 SYNC_STEPS = 4  # steps under the sync debug mode (after the warm-up)
 TEACHKIT = str(Path(__file__).resolve().parents[1] / "teachkit")
 
@@ -135,6 +136,7 @@ def region_table(prof: torch.profiler.profile, steps: int, first_timed: float) -
 
 def regions(args: argparse.Namespace, sizes: Sizes, images: Tensor) -> None:
     """Pass 2: the labelled regions of the end-to-end loop, warm-up left out."""
+    sizes = dataclasses.replace(sizes, timed=min(sizes.timed, PROFILED_STEPS))
     print(f"\n== regions under torch.profiler, end to end ({sizes.timed} steps)")
     activities = [torch.profiler.ProfilerActivity.CPU]
     if args.device.type == "cuda":
@@ -146,9 +148,16 @@ def regions(args: argparse.Namespace, sizes: Sizes, images: Tensor) -> None:
     print("(host ms: wall time on the host inside the region, waits for the GPU included)")
 
 
+def _shown(path: str) -> str:
+    """A path relative to the repository if inside it, else the file's name."""
+    p, root = Path(path), Path(TEACHKIT).parent
+    return str(p.relative_to(root)) if p.is_relative_to(root) else p.name
+
+
 @contextmanager
-def sync_log(device: torch.device) -> Iterator[collections.Counter]:
-    """Count the synchronising CUDA calls made inside, by their teachkit line."""
+def sync_log() -> Iterator[collections.Counter]:
+    """Count the synchronising CUDA calls made inside, by the innermost teachkit line
+    that led to each (and the torch line that synchronised, when it is not in teachkit)."""
     found: collections.Counter = collections.Counter()
 
     def record(message, category, filename, lineno, file=None, line=None) -> None:
@@ -157,11 +166,8 @@ def sync_log(device: torch.device) -> Iterator[collections.Counter]:
         frames = traceback.extract_stack()[:-1]
         ours = [f for f in frames if f.filename.startswith(TEACHKIT)]
         where = ours[-1] if ours else frames[-1]
-        via = "" if filename.startswith(TEACHKIT) else f"  (in {Path(filename).name}:{lineno})"
-        found[
-            f"{Path(where.filename).relative_to(Path(TEACHKIT).parent)}:{where.lineno}: "
-            f"{where.line}{via}"
-        ] += 1
+        via = "" if filename.startswith(TEACHKIT) else f"  (in {_shown(filename)}:{lineno})"
+        found[f"{_shown(where.filename)}:{where.lineno}: {where.line}{via}"] += 1
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -180,7 +186,7 @@ def syncs(args: argparse.Namespace, sizes: Sizes, images: Tensor) -> None:
         return
     steps = sizes.log_every * max(1, SYNC_STEPS // sizes.log_every)
     print(f"\n== host syncs per step, end to end ({steps} steps after {sizes.warmup} of warm-up)")
-    with sync_log(args.device) as found:
+    with sync_log() as found:
 
         def forget_warmup(kind: str, record: dict[str, float]) -> None:
             if kind == "step" and int(record["step"]) + 1 == sizes.warmup:

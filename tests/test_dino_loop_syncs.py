@@ -20,8 +20,9 @@ from contextlib import contextmanager
 import pytest
 import torch
 from test_dino_trainer import backbone, tiny_config  # the trainer tests' tiny run
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from teachkit.data.critters import CrittersStream
+from teachkit.data.critters import CrittersStream, make_critter_scenes
 from teachkit.data.shapes import ShapesStream, _shape_masks
 from teachkit.data.stream import ImageBatches
 from teachkit.dino import device_draws, trainer
@@ -82,6 +83,37 @@ def test_shape_masks_are_the_same_with_and_without_finding_each_class_rows():
     angles = 6.3 * torch.rand(n, generator=g)
     args = (labels, centres, radii, angles, 24)
     assert torch.equal(_shape_masks(*args, sync_free=True), _shape_masks(*args, sync_free=False))
+
+
+class WouldWait(TorchDispatchMode):
+    """Records the ops that make the host wait for a GPU whatever the device: reading a
+    value back (``.item()``, ``bool(t)``), ``nonzero`` and boolean-mask indexing."""
+
+    READS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        indices = args[1] if name in ("aten::index", "aten::index_put_") else ()
+        if name in self.READS or any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices
+        ):
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_critters_and_every_class_masks_never_read_the_device_back():
+    g = torch.Generator().manual_seed(0)
+    labels, centres = torch.randint(10, (12,), generator=g), torch.rand(12, 2, generator=g)
+    stream = iter(CrittersStream(12, seed=1))
+    with WouldWait() as mode:
+        _shape_masks(labels, centres, torch.full((12,), 0.3), torch.zeros(12), 16, sync_free=True)
+        next(stream), next(stream)
+        make_critter_scenes(4, resolution=32)
+    assert mode.seen == []
 
 
 # ------------------------------------------------------------------------ on a GPU
