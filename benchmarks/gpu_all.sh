@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one command for the GPU machine (an H100 or H200 with PyTorch, torchvision and timm,
 # no package index): install the carried wheels, print the card, run the three
-# benchmarks each under its own time limit, and write JSON, logs and the results table
-# into $OUT. Worst case 7 min 30 s (the limits below add up to 435 s); about 5 min expected.
+# benchmarks each under its own time limit, profile the DINO loop, and write JSON, logs
+# and the results table into $OUT (8 files). Worst case 7 min 45 s (the limits below add
+# up to 465 s); about 5.5 min expected.
 #
 # On the device machine (carry .whl, made by benchmarks/fetch_wheels.sh):
 #     bash benchmarks/gpu_all.sh
@@ -79,6 +80,8 @@ run sam 140 python3 benchmarks/sam_latency.py --device "$DEVICE" $SIZE $COMPILE 
     --budget-s 110 --out "$OUT/sam.json"
 run dino 250 python3 benchmarks/dino_throughput.py --device "$DEVICE" $SIZE \
     --budget-s 215 --out "$OUT/dino.json"
+# issue 14: e2e vs step alone again, the loop's regions, and on CUDA its host syncs per step
+run profile 30 python3 benchmarks/profile_dino_loop.py --device "$DEVICE" $SIZE
 
 echo "== results ($(elapsed) s in all)"
 python3 benchmarks/results_table.py "$OUT" | tee "$OUT/results.md"

@@ -9,7 +9,7 @@ crops made on the device from a uint8 ``ImageBatches``) in three passes:
    ``dino/...`` region the trainer labels while a profiler records (data, augment_draw,
    augment, teacher_forward, student_forward, loss, backward, clip, optimizer, ema,
    stats, flush), the kernel time launched from it on a GPU, and the aten calls it
-   makes (a kernel launch each on a GPU). The warm-up steps are left out.
+   makes (on a GPU most are a kernel launch). The warm-up steps are left out.
 3. **syncs** (CUDA only): a few steps end to end under
    ``torch.cuda.set_sync_debug_mode("warn")``: every call that made the host wait for
    the GPU, by the teachkit line that led to it, and how often per step. A host sync
@@ -17,8 +17,8 @@ crops made on the device from a uint8 ``ImageBatches``) in three passes:
 
 Everything is printed; nothing is written.
 
-    OMP_NUM_THREADS=1 python benchmarks/profile_dino_loop.py --tiny    # CPU, ~20 s
-    python benchmarks/profile_dino_loop.py --device cuda               # GPU, < 30 s
+    OMP_NUM_THREADS=1 python benchmarks/profile_dino_loop.py --tiny    # CPU, ~15 s
+    python benchmarks/profile_dino_loop.py --device cuda               # GPU, ~25 s
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from teachkit.dino.trainer import Callback, train_dino
 
 #: More steps than dino_throughput.py's smoke test (3), fewer than its GPU run (80).
 TINY_PROFILE = dataclasses.replace(TINY, warmup=2, timed=8, log_every=2)
-FULL_PROFILE = dataclasses.replace(FULL, warmup=10, timed=30, log_every=10)
-PROFILED_STEPS = 10  # at most, after the warm-up (the profiler's events take a while to sort)
+FULL_PROFILE = dataclasses.replace(FULL, warmup=10, timed=20, log_every=10)
+PROFILED_STEPS = 5  # at most, after at most 5 of warm-up (the profiler's events take a while)
 SYNC_STEPS = 4  # steps under the sync debug mode (after the warm-up)
 TEACHKIT = str(Path(__file__).resolve().parents[1] / "teachkit")
 
@@ -61,7 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="smoke-test sizes (CPU)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: 1 with --tiny, else 2 as dino_throughput.py)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -136,7 +141,9 @@ def region_table(prof: torch.profiler.profile, steps: int, first_timed: float) -
 
 def regions(args: argparse.Namespace, sizes: Sizes, images: Tensor) -> None:
     """Pass 2: the labelled regions of the end-to-end loop, warm-up left out."""
-    sizes = dataclasses.replace(sizes, timed=min(sizes.timed, PROFILED_STEPS))
+    sizes = dataclasses.replace(
+        sizes, warmup=min(sizes.warmup, 5), timed=min(sizes.timed, PROFILED_STEPS)
+    )
     print(f"\n== regions under torch.profiler, end to end ({sizes.timed} steps)")
     activities = [torch.profiler.ProfilerActivity.CPU]
     if args.device.type == "cuda":
@@ -202,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sizes = TINY_PROFILE if args.tiny else FULL_PROFILE
     args.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    args.threads = args.threads or (1 if args.tiny else 2)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     images = synthetic_images(max(sizes.images, sizes.batch), 32, args.seed).to(args.device)
