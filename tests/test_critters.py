@@ -2,6 +2,7 @@
 the fitness bar on raw pixels, and clear errors."""
 
 import itertools
+from dataclasses import replace
 
 import pytest
 import torch
@@ -109,6 +110,21 @@ def test_context_cue_is_in_the_background():
     assert grass.argmax() == 1 and night.max() < 60 and sky.argmax() == 2
 
 
+def test_context_strength_shrinks_the_backgrounds_towards_one_palette():
+    def background_means(strength: float) -> torch.Tensor:
+        cfg = replace(CLEAN, context_strength=strength)
+        batch = make_critters(200, seed=8, config=cfg)
+        m = (~batch.masks).unsqueeze(1).float()
+        means = (batch.images.float() * m).sum((2, 3)) / m.sum((2, 3))
+        return torch.stack([means[batch.labels == c].mean(0) for c in (0, 2, 4)])  # grass, sky, night
+
+    spread = {s: background_means(s).std(dim=0).mean().item() for s in (1.0, 0.35, 0.0)}
+    assert spread[1.0] > 2 * spread[0.35] > 0 and spread[0.0] < 3, spread
+    # the default draws the bytes it drew before the option existed
+    assert torch.equal(make_critters(20, seed=4).images,
+                       make_critters(20, seed=4, config=CrittersConfig(context_strength=1.0)).images)
+
+
 def test_untypical_cues_happen_at_the_configured_rate():
     cfg = CrittersConfig(colour_p=0.0, texture_p=1.0, context_p=1.0)
     batch = make_critters(300, seed=9, config=cfg)
@@ -179,6 +195,8 @@ def test_bad_arguments_are_clear_errors(kwargs, message):
 def test_bad_config_is_a_clear_error():
     with pytest.raises(ValueError, match="context_p must be a probability"):
         CrittersConfig(context_p=1.5)
+    with pytest.raises(ValueError, match=r"context_strength must lie in \[0, 1\], got -0.5"):
+        CrittersConfig(context_strength=-0.5)
     with pytest.raises(ValueError, match="radius must be"):
         CrittersConfig(radius=(0.3, 0.7))
     with pytest.raises(ValueError, match="unknown critter class"):

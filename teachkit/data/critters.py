@@ -161,6 +161,13 @@ class CrittersConfig:
         texture_frequency: (min, max) angular frequency of stripes, spots and checks, in
             multiples of pi per critter radius (higher is finer).
         noise_std: per-pixel Gaussian noise.
+        context_strength: how far the background palettes stand apart, from 1 (the five
+            contexts as drawn) to 0 (one neutral grey-green for every image, no grain or
+            stars). A background that is not the class's context (1 - ``context_p`` of
+            the images) is a strong per-image signature that survives every crop: at 0
+            DINO can no longer match two views by their background and must match the
+            critter (the learning curve gains +12 points by step 600 instead of +7;
+            README, "Design log").
     """
 
     radius: tuple[float, float] = (0.24, 0.42)
@@ -177,12 +184,17 @@ class CrittersConfig:
     clutter_radius: tuple[float, float] = (0.03, 0.06)
     texture_frequency: tuple[float, float] = (2.2, 3.0)
     noise_std: float = 0.03
+    context_strength: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("outline_p", "colour_p", "texture_p", "context_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+        if not 0.0 <= self.context_strength <= 1.0:
+            raise ValueError(
+                f"context_strength must lie in [0, 1], got {self.context_strength!r}"
+            )
         lo, hi = self.radius
         if not 0 < lo <= hi <= 0.5:
             raise ValueError(
@@ -323,19 +335,28 @@ def _texture(kind: Tensor, u: Tensor, v: Tensor, cfg: CrittersConfig, g: torch.G
 
 
 # ---------------------------------------------------------------------- backgrounds
-def _context_background(context: Tensor, res: int, g: torch.Generator) -> Tensor:
+def _context_background(
+    context: Tensor, res: int, g: torch.Generator, strength: float = 1.0
+) -> Tensor:
     """(N, 3, H, W) backgrounds: a vertical gradient between the context's two colours,
-    a smooth mottling, and fine grain (grass and water ripple, night has stars)."""
+    a smooth mottling, and fine grain (grass and water ripple, night has stars); with
+    ``strength`` < 1 the palettes and the grain shrink towards their mean (no stars
+    below 0.5). ``strength == 1`` draws the same bytes as before the option existed."""
     n, device = context.shape[0], context.device
-    pal = _tables(device)[1][context]  # (N, 2, 3)
+    palettes = _tables(device)[1]
+    pal = palettes[context]  # (N, 2, 3)
+    if strength != 1.0:
+        neutral = palettes.mean(dim=0, keepdim=True)
+        pal = neutral + strength * (pal - neutral)
     rows = ((torch.arange(res, device=device, dtype=torch.float32) + 0.5) / res).view(1, 1, -1, 1)
     canvas = pal[:, 0].view(n, 3, 1, 1) * (1 - rows) + pal[:, 1].view(n, 3, 1, 1) * rows
     canvas = canvas.expand(n, 3, res, res).clone()
     canvas += 0.12 * (_smooth_field(n, res, 4, g, device) - 0.5)
     grain = torch.rand(n, 1, res, res, generator=g, device=device)
     c = context.view(n, 1, 1, 1)
-    canvas += torch.where((c == 0) | (c == 3), 0.12 * (grain - 0.5), torch.zeros_like(grain))
-    stars = (grain > 0.97) & (c == 4)
+    ripple = 0.12 * strength * (grain - 0.5)
+    canvas += torch.where((c == 0) | (c == 3), ripple, torch.zeros_like(grain))
+    stars = (grain > 0.97) & (c == 4) & (strength > 0.5)
     return torch.where(stars, torch.full_like(canvas, 0.9), canvas)
 
 
@@ -439,7 +460,7 @@ def make_critters(
     centres = margin.unsqueeze(1) + (1 - 2 * margin).unsqueeze(1) * torch.rand(
         n, 2, generator=g, device=device
     )
-    canvas = _context_background(_contexts(labels, cfg, g), resolution, g)
+    canvas = _context_background(_contexts(labels, cfg, g), resolution, g, cfg.context_strength)
     _clutter(canvas, cfg, g)
     masks = _draw_critters(canvas, labels, centres, radii, cfg, g)
     canvas = _light(canvas, cfg, g)
@@ -491,7 +512,7 @@ def make_critter_scenes(
     labels = torch.full((n, hi), -1, dtype=torch.long, device=device)
     full = torch.zeros(n, hi, resolution, resolution, dtype=torch.bool, device=device)
     first = torch.randint(len(CRITTER_CLASSES), (n,), generator=g, device=device)
-    canvas = _context_background(_contexts(first, cfg, g), resolution, g)
+    canvas = _context_background(_contexts(first, cfg, g), resolution, g, cfg.context_strength)
     _clutter(canvas, replace(cfg, clutter=(0, 2)), g)
     for k in range(hi):
         active = counts > k
