@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import Tensor, nn
 
 from teachkit.attention import cls_attention_maps, mass_threshold, upsample_patches
@@ -174,7 +175,13 @@ class Proposals:
         return self.masks.shape[0]
 
 
-def propose(saliency: Tensor, image_size: tuple[int, int], *, mass: float = 0.6) -> Proposals:
+def propose(
+    saliency: Tensor,
+    image_size: tuple[int, int],
+    *,
+    mass: float = 0.6,
+    largest_part: bool = False,
+) -> Proposals:
     """Threshold saliency maps and turn them into SAM prompts.
 
     Args:
@@ -182,6 +189,9 @@ def propose(saliency: Tensor, image_size: tuple[int, int], *, mass: float = 0.6)
         image_size: ``(H, W)`` of the images SAM will see; a whole multiple of
             ``(h, w)`` (each patch becomes an ``H/h x W/w`` block).
         mass: fraction of each map's mass to keep (DINO paper: 0.6).
+        largest_part: keep only the connected part of the thresholded map (patches
+            touching by a side) that holds the most saliency. Stray patches far from the
+            object (clutter that stood out) then no longer stretch the box.
 
     Returns:
         :class:`Proposals` at ``image_size``.
@@ -203,10 +213,22 @@ def propose(saliency: Tensor, image_size: tuple[int, int], *, mass: float = 0.6)
     if empty.any():
         i = int(empty.nonzero()[0])
         raise ValueError(f"saliency map {i} is zero everywhere: nothing stands out to propose")
+    if largest_part:
+        keep = _largest_part(keep, saliency.float())
     masks = upsample_patches(keep, (H // h, W // w))
     boxes = masks_to_boxes(masks).float()
     points = torch.stack([mask_center(m) for m in masks])
     return Proposals(masks=masks, boxes=boxes, points=points)
+
+
+def _largest_part(keep: Tensor, saliency: Tensor) -> Tensor:
+    """``(B, h, w)`` bool: per map, the 4-connected part of ``keep`` with the most saliency."""
+    out = torch.zeros_like(keep)
+    for i, (k, s) in enumerate(zip(keep.cpu().numpy(), saliency.cpu().numpy(), strict=True)):
+        parts, n = ndimage.label(k)
+        mass_of = ndimage.sum_labels(s, parts, index=np.arange(1, n + 1))
+        out[i] = torch.from_numpy(parts == 1 + int(np.argmax(mass_of)))
+    return out
 
 
 @torch.no_grad()

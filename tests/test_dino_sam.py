@@ -94,6 +94,23 @@ def test_propose_turns_a_peak_into_a_block_its_box_and_its_centre():
     assert len(p) == 1
 
 
+def test_largest_part_drops_a_stray_patch_that_would_stretch_the_box():
+    saliency = torch.zeros(1, 4, 4)
+    saliency[0, 1:3, 1:3] = 1.0  # a 2 x 2 object ...
+    saliency[0, 3, 3] = 1.0  # ... and a stray patch touching it only by a corner
+    whole = propose(saliency, (16, 16), mass=1.0)
+    part = propose(saliency, (16, 16), mass=1.0, largest_part=True)
+    assert whole.boxes[0].tolist() == [4.0, 4.0, 15.0, 15.0]
+    assert part.boxes[0].tolist() == [4.0, 4.0, 11.0, 11.0]
+    assert part.masks[0].sum() == 4 * 16 and not part.masks[0, 12:, 12:].any()
+    # of two separate parts, the one holding more saliency wins, not the bigger one
+    saliency = torch.zeros(2, 4, 4)
+    saliency[:, 0, 0:3] = 1.0  # three patches, mass 3
+    saliency[:, 3, 3] = 5.0  # one patch, mass 5
+    part = propose(saliency, (4, 4), mass=1.0, largest_part=True)
+    assert part.masks[:, 3, 3].all() and part.masks.flatten(1).sum(1).tolist() == [1, 1]
+
+
 def test_propose_refuses_what_it_cannot_propose():
     with pytest.raises(ValueError, match="zero everywhere"):
         propose(torch.zeros(2, 4, 4), (16, 16))
