@@ -70,7 +70,8 @@ def test_shipped_dino_backbone_reproduces_its_card(name):
     shortcuts = "shortcuts=True" in card.data
     dataset = "critters" if card.data.startswith("critters") else "shapes"
     measured = evaluate_backbone(
-        model, random_init=build_run_backbone(config), dataset=dataset, shortcuts=shortcuts
+        model, random_init=build_run_backbone(config), dataset=dataset, shortcuts=shortcuts,
+        data_variant=card.data_variant,
     )
     for key in ("knn_top1_percent", "random_init_knn_top1_percent", "pixels_knn_top1_percent"):
         assert abs(measured[key] - card.results[key]) <= 1.0, (key, measured[key], card.results)
@@ -78,6 +79,21 @@ def test_shipped_dino_backbone_reproduces_its_card(name):
                 "random_init_attention_jaccard_head_average"):
         if key in card.results:
             assert abs(measured[key] - card.results[key]) <= 0.01, (key, measured[key])
+
+
+def test_the_critters_learning_curve_bar_is_met_by_the_uninformative_background_variant():
+    """Issue 12's curve bar: a small CNN, batch 128, one thread, 1,000 steps of DINO must
+    rise 10 points of k-NN above its random initialisation. With the defaults it does
+    not (+6.9); with one neutral background (context_strength=0) it does. The k-NN of
+    the shipped weights and of the random initialisation is re-measured above
+    (test_shipped_dino_backbone_reproduces_its_card); here, the bar on those figures."""
+    curve = pretrained.load_card("dino_cnn_critters_curve").results
+    plain = pretrained.load_card("dino_cnn_critters_plain_curve")
+    assert plain.data_variant == {"context_strength": 0.0}, plain.data_variant
+    assert plain.config["batch_size"] == 128 and plain.history["epoch_step"][-1] == 1000
+    gain = plain.results["knn_top1_percent"] - plain.results["random_init_knn_top1_percent"]
+    assert gain >= 10, plain.results
+    assert curve["knn_top1_percent"] - curve["random_init_knn_top1_percent"] < 10, curve
 
 
 def test_critters_vit_attention_segments_better_than_its_init_and_a_centre_blob():
@@ -180,6 +196,26 @@ def test_shipped_tiny_sam_reproduces_its_card():
                            progress=False).summary()
     for key in ("miou_1point", "miou_1point_unseen", "miou_box"):
         assert abs(summary[key] - card.results[key]) <= 0.01, key
+
+
+def test_tiny_sam_fine_tuned_on_critters_reproduces_its_card_and_beats_its_start():
+    """Chapter 7's SAM: Chapter 6's model fine-tuned on critters scenes. Its card's mIoU
+    on the fixed held-out critters scenes, well above the model it started from."""
+    from teachkit.sam.config import SamTrainConfig
+    from teachkit.sam.evaluate import eval_scenes, evaluate_sam
+    from teachkit.sam.train import build_training_sam
+
+    cfg = SamTrainConfig(dataset="critters")
+    tuned, start = build_training_sam(cfg), build_training_sam(cfg)
+    card = pretrained.load_shipped("sam_tiny_critters", tuned)
+    assert "--dataset critters --init sam_tiny_shapes" in card.command, card.command
+    pretrained.load_shipped("sam_tiny_shapes", start)
+    scenes = eval_scenes(200, resolution=cfg.resolution, dataset="critters")
+    tuned_scores = evaluate_sam(tuned, scenes, progress=False).summary()
+    start_scores = evaluate_sam(start, scenes, progress=False).summary()
+    for key in ("miou_1point", "miou_box"):
+        assert abs(tuned_scores[key] - card.results[key]) <= 0.01, key
+        assert tuned_scores[key] > start_scores[key] + 0.15, (key, tuned_scores, start_scores)
 
 
 def test_shipped_unet_reproduces_its_card():

@@ -192,9 +192,7 @@ class CrittersConfig:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
         if not 0.0 <= self.context_strength <= 1.0:
-            raise ValueError(
-                f"context_strength must lie in [0, 1], got {self.context_strength!r}"
-            )
+            raise ValueError(f"context_strength must lie in [0, 1], got {self.context_strength!r}")
         lo, hi = self.radius
         if not 0 < lo <= hi <= 0.5:
             raise ValueError(

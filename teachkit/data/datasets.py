@@ -57,20 +57,27 @@ def procedural_splits(
     resolution: int = 32,
     seed: int = 0,
     shortcuts: bool = False,
+    config=None,
 ):
     """Fixed train and test splits of a procedural dataset (they never share an image).
+
+    Args:
+        config: a :class:`~teachkit.data.critters.CrittersConfig` for a critters variant
+            (``None``: the defaults); critters only.
 
     Returns:
         Two :class:`~teachkit.data.shapes.ShapesBatch` (images, labels, masks).
     """
     _check_procedural(name, shortcuts)
+    if config is not None and name != "critters":
+        raise ValueError(f"config= describes a critters variant; the dataset is {name!r}")
     if name == "shapes":
         from teachkit.data.shapes import shapes_splits
 
         return shapes_splits(n_train, n_test, resolution=resolution, seed=seed, shortcuts=shortcuts)
     from teachkit.data.critters import critters_splits
 
-    return critters_splits(n_train, n_test, resolution=resolution, seed=seed)
+    return critters_splits(n_train, n_test, resolution=resolution, seed=seed, config=config)
 
 
 def procedural_stream(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,14 @@ def evaluate_backbone(
     n_test: int = 1000,
     resolution: int = 32,
     seed: int = 0,
+    data_variant: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """k-NN top-1 (%) of ``backbone``, ``random_init`` and raw pixels on a fixed split.
 
     The split is ``procedural_splits(dataset, n_train, n_test, seed=seed)`` of a procedural
-    dataset, ``"shapes"`` or ``"critters"`` (the chapters use seed 0). For a ViT
+    dataset, ``"shapes"`` or ``"critters"`` (the chapters use seed 0); ``data_variant``
+    (``CrittersConfig`` fields, as ``benchmarks/critters_curve.py --data`` records them)
+    draws the split of that critters variant. For a ViT
     (``get_last_selfattention``) the card also gets the attention Jaccard (best head,
     merged heads, and the heads' average map, also for ``random_init``) over the test
     images and their object masks.
@@ -95,8 +99,20 @@ def evaluate_backbone(
     from teachkit.data.datasets import procedural_splits
     from teachkit.knn import extract_features, imagenet_preprocess, knn_accuracy, pixel_features
 
+    config = None
+    if data_variant:
+        from teachkit.data.critters import CrittersConfig
+
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data_variant.items()}
+        config = CrittersConfig(**fields)
     train, test = procedural_splits(
-        dataset, n_train, n_test, resolution=resolution, seed=seed, shortcuts=shortcuts
+        dataset,
+        n_train,
+        n_test,
+        resolution=resolution,
+        seed=seed,
+        shortcuts=shortcuts,
+        config=config,
     )
 
     def knn(features) -> float:
@@ -123,9 +139,7 @@ def evaluate_backbone(
             scores = attention_jaccard(
                 random_init, imagenet_preprocess(test.images), test.masks, progress=False
             )
-            results["random_init_attention_jaccard_head_average"] = round(
-                scores["head_average"], 3
-            )
+            results["random_init_attention_jaccard_head_average"] = round(scores["head_average"], 3)
     return results
 
 
@@ -175,11 +189,13 @@ def ship_run(
         raise ValueError(f"{run_dir}/metrics.json does not record {missing}; pass them")
     shortcuts = bool(run.get("shortcuts", False))
     dataset = run.get("dataset") or "shapes"
+    variant = run.get("data_variant") or {}
     results = evaluate_backbone(
         backbone,
         random_init=build_run_backbone(config),
         dataset=dataset,
         shortcuts=shortcuts,
+        data_variant=variant,
         n_train=n_train,
         n_test=n_test,
         resolution=config.crops.global_size,
@@ -193,6 +209,8 @@ def ship_run(
         {f"epoch_{k}": [e.get(k) for e in epochs] for k in ("step", "knn_top1") if epochs}
     )
     flag = ", shortcuts=True" if shortcuts else ""
+    if variant:
+        flag += ", config=CrittersConfig(" + ", ".join(f"{k}={v}" for k, v in variant.items()) + ")"
     data = (
         f"{dataset} stream (fresh {config.crops.global_size} px images{flag}), batch "
         f"{config.batch_size}, {len(metrics.get('steps', []))} steps; evaluated on "
@@ -210,6 +228,7 @@ def ship_run(
         history=history,
         created=time.strftime("%Y-%m-%d"),
         config={**config.to_dict(), "out_dir": None, "device": None},
+        data_variant=dict(variant),
     )
     if history_only:
         save_card(card, directory)

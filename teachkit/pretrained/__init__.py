@@ -47,6 +47,8 @@ class ModelCard:
         created: date of training (YYYY-MM-DD).
         config: the training configuration (e.g. ``DINOConfig.to_dict()``), enough to
             rebuild the model.
+        data_variant: for a model trained on a critters variant, its ``CrittersConfig``
+            fields (``{}``: the dataset's defaults); the results are measured on it.
     """
 
     name: str
@@ -60,6 +62,7 @@ class ModelCard:
     history: dict[str, list[float]] = field(default_factory=dict)
     created: str = ""
     config: dict[str, Any] = field(default_factory=dict)
+    data_variant: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         """A few lines for a notebook: what was loaded and how it was trained."""
