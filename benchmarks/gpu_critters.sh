@@ -4,7 +4,9 @@
 #   long  (default): the runs behind the shipped dino_cnn_critters and
 #         dino_vit_nano_critters: the small CNN (4,500 steps of 512) and ViT-nano with a
 #         conv stem (4,200 steps of 512) side by side. About 6 min on one H100
-#         (2026-11-27: 319 s and 349 s of training).
+#         (2026-11-27: 319 s and 349 s of training). DATA='{"context_strength": 0.0}'
+#         trains both on that critters variant instead of the defaults (the variant
+#         whose 1,000-step curve passes the +10 bar; README, "Design log").
 #   sweep: the 1,000-step learning curve of issue 12 (small CNN, batch 128, fp32) for 15
 #         variants at once: data (CrittersConfig fields), multi-crop and recipe, each
 #         against its own random initialisation. 15 processes share the card, so each
@@ -19,12 +21,15 @@
 # metrics.json), checkpoints_cnn.tar and checkpoints_vit.tar (long runs: metrics.json and
 # the teacher's backbone alone, under 16 MB per file), logs.tar.
 #
-# On the device machine:   bash benchmarks/gpu_critters.sh [long|sweep]
+# On the device machine:   [DATA=JSON] bash benchmarks/gpu_critters.sh [long|sweep]
 # CPU smoke test (tiny):   OUT=/tmp/gpu_critters bash benchmarks/gpu_critters.sh [long|sweep] --tiny
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/teachkit-critters}"
 RUNS="${RUNS:-/tmp/teachkit-critters-runs}"
+DATA="${DATA:-{\}}" # CrittersConfig fields of the long runs' data, as JSON
+python3 -c 'import json, sys; assert isinstance(json.loads(sys.argv[1]), dict)' "$DATA" ||
+    { echo "DATA must be a JSON object of CrittersConfig fields; got '$DATA'" >&2; exit 2; }
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 START=$(date +%s)
@@ -91,8 +96,9 @@ curve() { # curve NAME DATA CROPS RECIPE LIMIT: one background run
 
 if [ "$MODE" = long ]; then
     echo "== the long runs of the shipped models (limit ${LIMIT_S} s)"
-    curve long_cnn '{}' '{}' "$LONG_CNN" "$LIMIT_S"
-    curve long_vit '{}' '{}' "$(merge "$LONG_VIT" "$VIT")" "$LIMIT_S"
+    echo "   data: $DATA"
+    curve long_cnn "$DATA" '{}' "$LONG_CNN" "$LIMIT_S"
+    curve long_vit "$DATA" '{}' "$(merge "$LONG_VIT" "$VIT")" "$LIMIT_S"
 else
     echo "== ${#VARIANTS[@]} curves (limit ${SWEEP_S} s)"
     for v in "${VARIANTS[@]}"; do
