@@ -93,6 +93,9 @@ def test_the_critters_learning_curve_bar_is_met_by_the_uninformative_background_
     assert plain.config["batch_size"] == 128 and plain.history["epoch_step"][-1] == 1000
     gain = plain.results["knn_top1_percent"] - plain.results["random_init_knn_top1_percent"]
     assert gain >= 10, plain.results
+    weak = pretrained.load_card("dino_cnn_critters_ctx20_curve")  # the context cue kept, weak
+    assert weak.data_variant == {"context_strength": 0.2} and weak.config["batch_size"] == 128
+    assert weak.results["knn_top1_percent"] - weak.results["random_init_knn_top1_percent"] >= 10
     assert curve["knn_top1_percent"] - curve["random_init_knn_top1_percent"] < 10, curve
 
 
