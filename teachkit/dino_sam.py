@@ -35,6 +35,7 @@ from scipy import ndimage
 from torch import Tensor, nn
 
 from teachkit.attention import cls_attention_maps, mass_threshold, upsample_patches
+from teachkit.preprocess import imagenet_preprocess
 from teachkit.sam.geometry import mask_center, masks_to_boxes
 from teachkit.sam.predictor import SamPredictor
 from teachkit.video import patch_features
@@ -95,8 +96,6 @@ def attention_saliency(
         ``(B, h, w)`` float on the CPU, non-negative; each map sums to less than 1
         (the rest is the ``[CLS]`` token's attention to itself).
     """
-    from teachkit.knn import imagenet_preprocess
-
     _check_images(images)
     grid = _grid_of(model, images)
     prep = preprocess or imagenet_preprocess

@@ -52,6 +52,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from teachkit.weights import load_strict
+
 __all__ = [
     "CACHE_ENV_VAR",
     "REGISTRY",
@@ -611,12 +613,6 @@ def load_state_dict(
         raise ValueError(f"{path}: {err}") from None
 
 
-def _listing(title: str, keys: list[str], limit: int = 20) -> str:
-    shown = ", ".join(keys[:limit])
-    more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
-    return f"{title} ({len(keys)}): {shown}{more}"
-
-
 def load_into(
     model: nn.Module,
     state_dict: Mapping[str, Tensor],
@@ -628,7 +624,9 @@ def load_into(
     Every parameter and persistent buffer of ``model`` must be present with the same
     shape, and every key of ``state_dict`` must be used. This is the point: the official
     scripts call ``load_state_dict(strict=False)`` and only print the mismatch, so a
-    renamed layer silently keeps its random initialisation.
+    renamed layer silently keeps its random initialisation. The course's one strict
+    loader, :func:`teachkit.weights.load_strict`, does the work: floating tensors are
+    cast to the model's dtypes, and nothing is copied unless everything fits.
 
     Args:
         model: the module to fill.
@@ -638,36 +636,10 @@ def load_into(
 
     Raises:
         ValueError: listing the missing keys, the unexpected keys and the shape
-            mismatches (``name: checkpoint (..) vs model (..)``), all at once; or a
-            ``state_dict`` that is not a mapping of names to tensors.
+            mismatches (``name: checkpoint (..) vs model (..)``), all at once (a
+            :class:`~teachkit.weights.StateDictMismatchError`); or a ``state_dict``
+            that is not a mapping of names to tensors.
     """
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(
-            f"state_dict must be a mapping of names to tensors; got {type(state_dict).__name__}"
-        )
-    not_tensors = [k for k, v in state_dict.items() if not isinstance(v, Tensor)]
-    if not_tensors:
-        raise ValueError(f"state_dict values must be tensors; not so for {not_tensors[:10]}")
-    ignore = tuple(ignore_prefixes)
-    given = {k: v for k, v in state_dict.items() if not (ignore and k.startswith(ignore))}
-    target = model.state_dict()
-    missing = sorted(set(target) - set(given))
-    unexpected = sorted(set(given) - set(target))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(target[k].shape)}"
-        for k in set(given) & set(target)
-        if given[k].shape != target[k].shape
+    return load_strict(
+        model, state_dict, source="the given state dict", ignore_prefixes=ignore_prefixes
     )
-    if missing or unexpected or mismatched:
-        parts = [
-            _listing(t, keys)
-            for t, keys in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", mismatched),
-            )
-            if keys
-        ]
-        raise ValueError(f"state dict does not fit {type(model).__name__}; " + "; ".join(parts))
-    model.load_state_dict(given, strict=True)
-    return model

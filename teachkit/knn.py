@@ -38,6 +38,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+# Re-exported: the chapters import the preprocessing from here, beside the k-NN it feeds.
+from teachkit.preprocess import IMAGENET_MEAN, IMAGENET_STD, imagenet_preprocess
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -51,27 +54,9 @@ __all__ = [
     "retrieve",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 #: ``precision`` of the first similarity pass -> its rounding relative to a unit vector.
 _PASS_ROUNDING = {"bf16": 2.0**-8, "tf32": 2.0**-11}
 PRECISIONS = ("fp32", *_PASS_ROUNDING)
-
-
-def imagenet_preprocess(images: Tensor, size: int | None = None) -> Tensor:
-    """uint8 ``(B, 3, H, W)`` in 0..255 -> float, scaled to [0, 1], ImageNet-normalised.
-
-    ``size`` resizes to ``(B, 3, size, size)`` first, in [0, 1] and with bilinear
-    antialiased interpolation, as the DINO trainer's k-NN monitor does (the official
-    models at 224 px: ``size=224``); ``None`` keeps the images' size.
-    """
-    x = images.float().div_(255.0)
-    if size is not None and x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 # ----------------------------------------------------------------------------- features

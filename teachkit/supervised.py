@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from teachkit.knn import imagenet_preprocess
 from teachkit.optim import one_cycle_adamw
+from teachkit.preprocess import imagenet_preprocess
 from teachkit.run import check_finite_loss
 
 __all__ = ["Classifier", "train_supervised", "accuracy"]

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from teachkit.preprocess import imagenet_preprocess
+
 __all__ = [
     "mask_to_patches",
     "patch_features",
@@ -50,8 +52,6 @@ def patch_features(
     Returns:
         ``(features (T, h*w, D), (h, w))`` on the CPU, rows of unit norm, row-major grid.
     """
-    from teachkit.knn import imagenet_preprocess
-
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"frames must be (T, 3, H, W); got {tuple(frames.shape)}")
     p = getattr(model, "patch_size", None)

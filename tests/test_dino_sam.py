@@ -16,8 +16,8 @@ from teachkit.dino_sam import (
     propose,
     segment_with_sam,
 )
-from teachkit.knn import imagenet_preprocess
 from teachkit.models.vit import build_vit
+from teachkit.preprocess import imagenet_preprocess
 from teachkit.pretrained import load_shipped
 from teachkit.sam.build import build_sam
 from teachkit.sam.geometry import mask_iou

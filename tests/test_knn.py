@@ -11,11 +11,11 @@ from torch.utils.data import TensorDataset
 
 from teachkit.knn import (
     extract_features,
-    imagenet_preprocess,
     knn_accuracy,
     knn_classify,
     retrieve,
 )
+from teachkit.preprocess import imagenet_preprocess
 
 
 def reference_knn(bank, labels, queries, k, T, C):
@@ -349,7 +349,7 @@ def test_imagenet_preprocess_resizes_as_the_dino_monitor_does():
     import torch.nn.functional as F
 
     from teachkit.dino.augment import MultiCropConfig
-    from teachkit.knn import IMAGENET_MEAN, IMAGENET_STD, imagenet_preprocess
+    from teachkit.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     crops = MultiCropConfig()

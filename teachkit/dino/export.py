@@ -97,7 +97,8 @@ def evaluate_backbone(
     """
     from teachkit.attention import attention_jaccard
     from teachkit.data.datasets import procedural_splits
-    from teachkit.knn import extract_features, imagenet_preprocess, knn_accuracy, pixel_features
+    from teachkit.knn import extract_features, knn_accuracy, pixel_features
+    from teachkit.preprocess import imagenet_preprocess
 
     config = None
     if data_variant:

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from teachkit.dino.augment import MultiCropConfig, to_float_image
 from teachkit.dino.config import DINOConfig
+from teachkit.preprocess import resize_and_normalise
 from teachkit.profiles import Precision
 
 __all__ = [
@@ -37,19 +37,11 @@ COLLAPSE_MARGIN = 0.05
 
 def eval_preprocess(images: Tensor, crops: MultiCropConfig) -> Tensor:
     """uint8 (or [0, 1] float) ``(B, 3, H, W)`` -> normalised float at the global-crop
-    size, ``(B, 3, G, G)``: what training saw (bilinear, antialiased resize)."""
-    x = to_float_image(images)
-    if x.shape[-2:] != (crops.global_size, crops.global_size):
-        x = F.interpolate(
-            x,
-            size=(crops.global_size,) * 2,
-            mode="bilinear",
-            antialias=True,
-            align_corners=False,
-        )
-    mean = torch.tensor(crops.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(crops.std, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    size, ``(B, 3, G, G)``: what training saw (bilinear, antialiased resize), normalised
+    with the recipe's mean and std. The same arithmetic as
+    :func:`teachkit.preprocess.imagenet_preprocess` (``size=G``) for uint8 images and
+    the default recipe; unlike it, it takes [0, 1] floats and a recipe's own statistics."""
+    return resize_and_normalise(to_float_image(images), crops.global_size, crops.mean, crops.std)
 
 
 def knn_monitor(

@@ -9,7 +9,7 @@ without weights (``save_card``): the ablation runs of Chapter 3, whose curves ar
 lesson.
 
 Weights are stored in float16 to keep the files small (< 10 MB each) and loaded back
-into the model's dtype with ``strict=True``.
+into the model's dtype by the strict loader, :func:`teachkit.weights.load_strict`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from teachkit.weights import load_strict
 
 __all__ = ["ModelCard", "SHIPPED_DIR", "available", "cards", "load_card", "load_shipped",
            "load_or_train", "save_card", "save_shipped"]
@@ -110,16 +112,17 @@ def load_card(name: str) -> ModelCard:
 
 
 def load_shipped(name: str, model: nn.Module) -> ModelCard:
-    """Load shipped weights into ``model`` strictly (every key must match) and return its card."""
+    """Load shipped weights into ``model`` strictly and return its card.
+
+    Every key must match in name and shape (:func:`teachkit.weights.load_strict`); the
+    float16 weights are cast to the model's dtypes, and ``model`` is left in eval mode.
+
+    Raises:
+        ValueError: no checkpoint ``name`` is shipped, or it does not fit ``model`` (the
+            message lists the missing and unexpected keys and the shape mismatches).
+    """
     state = torch.load(_path(name, ".pt"), map_location="cpu", weights_only=True)
-    own = model.state_dict()
-    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"checkpoint {name!r} does not fit this model: missing keys "
-            f"{result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}"
-        )
+    load_strict(model, state, source=f"checkpoint {name!r}")
     model.eval()
     return load_card(name)
 

@@ -28,6 +28,7 @@ from teachkit.sam.model import Sam
 from teachkit.sam.prompt_encoder import PromptEncoder
 from teachkit.sam.sizes import SAM_CONFIGS, SamConfig
 from teachkit.sam.transformer import TwoWayTransformer
+from teachkit.weights import StateDictMismatchError, load_strict
 
 __all__ = ["SamConfig", "SAM_CONFIGS", "build_sam", "build_sam_from_config", "load_sam_checkpoint"]
 
@@ -77,12 +78,15 @@ def load_sam_checkpoint(model: Sam, checkpoint: str | Path) -> None:
     """Load a state dict file into ``model`` strictly, with ``weights_only=True``.
 
     Accepts the official ``sam_vit_*.pth`` files (a bare state dict) and files that wrap
-    it as ``{"model": state_dict}``.
+    it as ``{"model": state_dict}``. The course's strict loader
+    (:func:`teachkit.weights.load_strict`) does the work: nothing is copied unless every
+    key fits.
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: keys are missing or unexpected, or shapes differ; the message lists
-            them (a wrong model size is the usual cause).
+            them (a wrong model size is the usual cause); or a file that holds no
+            mapping of names to tensors.
     """
     path = Path(checkpoint)
     if not path.is_file():
@@ -90,21 +94,16 @@ def load_sam_checkpoint(model: Sam, checkpoint: str | Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or wrong_shape:
+    try:
+        load_strict(model, state, source=f"checkpoint {path.name}")
+    except StateDictMismatchError as err:
+        # The shared check; the message keeps SAM's wording (Python lists of keys, which
+        # tests/test_sam_model.py matches) and adds the usual cause.
         raise ValueError(
             f"checkpoint {path.name} does not match the model "
-            f"(is it for another size?): missing keys {_head(missing)}; "
-            f"unexpected keys {_head(unexpected)}; shape mismatches {_head(wrong_shape)}"
-        )
-    model.load_state_dict(state, strict=True)
+            f"(is it for another size?): missing keys {_head(err.missing)}; "
+            f"unexpected keys {_head(err.unexpected)}; shape mismatches {_head(err.mismatched)}"
+        ) from None
 
 
 def _head(items: list[str], n: int = 10) -> str:

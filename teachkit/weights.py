@@ -1,0 +1,128 @@
+"""Strict loading of a state dict into a model: every key used, every shape right.
+
+One loader for every place that fills a model with saved weights: the official
+checkpoints (:func:`teachkit.hub.load_into`), the course's shipped float16 checkpoints
+(:func:`teachkit.pretrained.load_shipped`) and SAM checkpoint files
+(:func:`teachkit.sam.build.load_sam_checkpoint`)::
+
+    load_strict(model, state, source="checkpoint 'sam_tiny_shapes'")
+
+``model.load_state_dict(state, strict=False)`` would silently keep the random
+initialisation of a renamed layer; ``strict=True`` stops at the first kind of problem
+and may already have copied part of the weights. :func:`load_strict` checks everything
+first, names all missing, unexpected and wrongly shaped keys in one ``ValueError``, and
+copies nothing unless everything fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from torch import Tensor, nn
+
+__all__ = ["StateDictMismatchError", "load_strict"]
+
+#: Keys shown per kind of mismatch in an error message; the rest are counted.
+LISTED_KEYS = 20
+
+
+class StateDictMismatchError(ValueError):
+    """A state dict that does not fit a model; the message lists what is wrong.
+
+    Attributes:
+        source: what the weights came from, as given to :func:`load_strict`.
+        missing: the model's keys the state dict lacks, sorted.
+        unexpected: the state dict's keys the model does not have, sorted.
+        mismatched: ``"name: checkpoint (..) vs model (..)"`` for each key whose shape
+            differs, sorted.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        model: nn.Module,
+        missing: list[str],
+        unexpected: list[str],
+        mismatched: list[str],
+    ) -> None:
+        self.source = source
+        self.missing = missing
+        self.unexpected = unexpected
+        self.mismatched = mismatched
+        parts = [
+            _listing(title, keys)
+            for title, keys in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches", mismatched),
+            )
+            if keys
+        ]
+        super().__init__(
+            f"{source} does not fit this model: {'; '.join(parts)} "
+            f"(the model is a {type(model).__name__}; nothing was loaded)"
+        )
+
+
+def _listing(title: str, keys: list[str], limit: int = LISTED_KEYS) -> str:
+    """``"title (n): a, b, ... (m more)"``: the first ``limit`` keys, then a count."""
+    shown = ", ".join(keys[:limit])
+    more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+    return f"{title} ({len(keys)}): {shown}{more}"
+
+
+def load_strict(
+    model: nn.Module,
+    state: Mapping[str, Tensor],
+    *,
+    source: str,
+    ignore_prefixes: Iterable[str] = (),
+) -> nn.Module:
+    """Copy ``state`` into ``model`` if it fits exactly, and return the model.
+
+    Every parameter and persistent buffer of ``model`` must be in ``state`` with the same
+    shape, and every key of ``state`` must be one of them. A floating-point tensor is
+    cast to the dtype of the model's tensor it fills (a float16 file fills a float32
+    model); the copy is then exact. Nothing is copied unless everything fits.
+
+    Args:
+        model: the module to fill, in place (its dtypes and devices are kept).
+        state: ``{name: tensor}``, keys as in ``model.state_dict()``.
+        source: what the weights came from, for the error message: a file name or a
+            checkpoint name, e.g. ``"checkpoint 'unet_shapes'"``.
+        ignore_prefixes: keys of ``state`` to drop on purpose, e.g. ``("head.",)`` to
+            load a full DINO teacher (backbone + projection head) into a backbone.
+
+    Raises:
+        StateDictMismatchError: a ``ValueError`` naming ``source`` and listing the missing
+            keys, the unexpected keys and the shape mismatches
+            (``name: checkpoint (..) vs model (..)``), all at once, each list cut to
+            :data:`LISTED_KEYS` names and a count.
+        ValueError: ``state`` is not a mapping of names to tensors.
+    """
+    if not isinstance(state, Mapping):
+        raise ValueError(
+            f"{source} must be a mapping of names to tensors; got {type(state).__name__}"
+        )
+    not_tensors = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    if not_tensors:
+        raise ValueError(f"{source}: values must be tensors; not so for {not_tensors[:10]}")
+    ignore = tuple(ignore_prefixes)
+    if ignore:
+        state = {k: v for k, v in state.items() if not k.startswith(ignore)}
+    target = model.state_dict()
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+        for k in set(state) & set(target)
+        if state[k].shape != target[k].shape
+    )
+    if missing or unexpected or mismatched:
+        raise StateDictMismatchError(source, model, missing, unexpected, mismatched)
+    cast = {
+        k: v.to(target[k].dtype) if v.is_floating_point() and target[k].is_floating_point() else v
+        for k, v in state.items()
+    }
+    model.load_state_dict(cast, strict=True)
+    return model
