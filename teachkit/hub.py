@@ -124,24 +124,23 @@ class WeightsEntry:
         return self.url.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _dino_vit(patch: int, embed_dim: int, heads: int) -> dict[str, Any]:
-    return dict(
-        patch_size=patch,
-        embed_dim=embed_dim,
-        depth=12,
-        num_heads=heads,
-        mlp_ratio=4.0,
-        qkv_bias=True,
-    )
+def _dino_vit(patch: int, size: str) -> dict[str, Any]:
+    """The official DINO ViT of ``size`` (``VIT_SIZES``) with ``patch``-pixel patches."""
+    from teachkit.models.vit import VIT_SIZES
+
+    return dict(patch_size=patch, **VIT_SIZES[size], mlp_ratio=4.0, qkv_bias=True)
 
 
-def _sam(embed_dim: int, depth: int, heads: int, global_attn: list[int]) -> dict[str, Any]:
-    return dict(
-        encoder_embed_dim=embed_dim,
-        encoder_depth=depth,
-        encoder_num_heads=heads,
-        encoder_global_attn_indexes=tuple(global_attn),
-    )
+def _sam(size: str) -> dict[str, Any]:
+    """The encoder numbers of the official SAM ``size`` (``SAM_CONFIGS``)."""
+    from teachkit.sam.sizes import SAM_CONFIGS
+
+    cfg = SAM_CONFIGS[size]
+    names = ("encoder_embed_dim", "encoder_depth", "encoder_num_heads")
+    return {
+        **{n: getattr(cfg, n) for n in names},
+        "encoder_global_attn_indexes": tuple(cfg.encoder_global_attn_indexes),
+    }
 
 
 _DINO = "https://dl.fbaipublicfiles.com/dino"
@@ -155,7 +154,7 @@ _ENTRIES = (
         f"{_DINO}/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth",
         None,
         "dino",
-        _dino_vit(16, 384, 6),
+        _dino_vit(16, "vit_small"),
         "DINO ViT-S/16 backbone, 21M params, ImageNet k-NN 74.5% top-1",
     ),
     WeightsEntry(
@@ -163,7 +162,7 @@ _ENTRIES = (
         f"{_DINO}/dino_deitsmall8_pretrain/dino_deitsmall8_pretrain.pth",
         None,
         "dino",
-        _dino_vit(8, 384, 6),
+        _dino_vit(8, "vit_small"),
         "DINO ViT-S/8 backbone, 21M params, ImageNet k-NN 78.3% top-1",
     ),
     WeightsEntry(
@@ -171,7 +170,7 @@ _ENTRIES = (
         f"{_DINO}/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth",
         None,
         "dino",
-        _dino_vit(16, 768, 12),
+        _dino_vit(16, "vit_base"),
         "DINO ViT-B/16 backbone, 85M params, ImageNet k-NN 76.1% top-1",
     ),
     WeightsEntry(
@@ -179,7 +178,7 @@ _ENTRIES = (
         f"{_DINO}/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
         None,
         "dino",
-        _dino_vit(8, 768, 12),
+        _dino_vit(8, "vit_base"),
         "DINO ViT-B/8 backbone, 85M params, ImageNet k-NN 77.4% top-1",
     ),
     WeightsEntry(
@@ -198,7 +197,7 @@ _ENTRIES = (
         f"{_SAM}/sam_vit_b_01ec64.pth",
         "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
         "sam",
-        _sam(768, 12, 12, [2, 5, 8, 11]),
+        _sam("vit_b"),
         "Segment Anything ViT-B, 91M encoder params, 375 MB",
     ),
     WeightsEntry(
@@ -206,7 +205,7 @@ _ENTRIES = (
         f"{_SAM}/sam_vit_l_0b3195.pth",
         "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
         "sam",
-        _sam(1024, 24, 16, [5, 11, 17, 23]),
+        _sam("vit_l"),
         "Segment Anything ViT-L, 308M encoder params, 1.2 GB",
     ),
     WeightsEntry(
@@ -214,7 +213,7 @@ _ENTRIES = (
         f"{_SAM}/sam_vit_h_4b8939.pth",
         "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
         "sam",
-        _sam(1280, 32, 16, [7, 15, 23, 31]),
+        _sam("vit_h"),
         "Segment Anything ViT-H, 636M encoder params, 2.4 GB",
     ),
 )
