@@ -80,23 +80,16 @@ class SceneChunks:
     def chunk(self, index: int) -> SceneBatch:
         """Chunk ``index`` (drawn, or the cached one)."""
         if self._cached is None or self._cached[0] != index:
-            if self.dataset == "critters":
-                scenes = make_critter_scenes(
-                    self.steps_per_chunk * self.batch_size,
-                    resolution=self.resolution,
-                    seed=mix_seed(self.seed, index),
-                    device=self.device,
-                )
-                self._cached = (index, scenes)
-                return scenes
-            scenes = make_scenes(
-                self.steps_per_chunk * self.batch_size,
-                resolution=self.resolution,
-                seed=mix_seed(self.seed, index),
-                classes=self.classes,
-                nest_probability=self.nest_probability,
-                device=self.device,
+            common = dict(
+                resolution=self.resolution, seed=mix_seed(self.seed, index), device=self.device
             )
+            n = self.steps_per_chunk * self.batch_size
+            if self.dataset == "critters":
+                scenes = make_critter_scenes(n, **common)
+            else:
+                scenes = make_scenes(
+                    n, classes=self.classes, nest_probability=self.nest_probability, **common
+                )
             self._cached = (index, scenes)
         return self._cached[1]
 

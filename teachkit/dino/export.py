@@ -130,16 +130,13 @@ def evaluate_backbone(
     if random_init is not None:
         results["random_init_knn_top1_percent"] = knn(of(random_init))
     if callable(getattr(backbone, "get_last_selfattention", None)):
-        scores = attention_jaccard(
-            backbone, imagenet_preprocess(test.images), test.masks, progress=False
-        )
+        inputs = imagenet_preprocess(test.images)
+        scores = attention_jaccard(backbone, inputs, test.masks, progress=False)
         results["attention_jaccard_best_head"] = round(scores["best_head"], 3)
         results["attention_jaccard_merged"] = round(scores["merged"], 3)
         results["attention_jaccard_head_average"] = round(scores["head_average"], 3)
         if random_init is not None:
-            scores = attention_jaccard(
-                random_init, imagenet_preprocess(test.images), test.masks, progress=False
-            )
+            scores = attention_jaccard(random_init, inputs, test.masks, progress=False)
             results["random_init_attention_jaccard_head_average"] = round(scores["head_average"], 3)
     return results
 
