@@ -25,12 +25,14 @@ import sys
 
 import torch
 
+from teachkit import pretrained
 from teachkit.data.critters import CrittersConfig, CrittersStream, critters_splits
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.config import DINOConfig
 from teachkit.dino.export import build_run_backbone
 from teachkit.dino.trainer import train_dino
 from teachkit.knn import extract_features, knn_accuracy
+from teachkit.models.registry import build_backbone
 from teachkit.profiles import hardware_name
 
 #: The recipe of the curve (the shipped small CNN's, with a 1,000-step schedule).
@@ -56,12 +58,40 @@ def _tuples(values: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
+def _shipped_backbone(name: str, cfg: DINOConfig) -> torch.nn.Module:
+    """The student backbone for ``--init``: ``cfg``'s architecture with the weights of the
+    shipped DINO model ``name`` (loaded strictly: a mismatch names every key)."""
+    if name not in pretrained.available():
+        raise SystemExit(f"--init: unknown shipped model {name!r}; expected one of "
+                         f"{', '.join(pretrained.available())}")
+    start = DINOConfig.from_dict(pretrained.load_card(name).config)
+    keys = ("arch", "patch_size", "conv_stem")
+    if any(getattr(start, k) != getattr(cfg, k) for k in keys):
+        raise SystemExit(
+            f"--init {name}: its backbone is "
+            f"{ {k: getattr(start, k) for k in keys} }, the recipe asks for "
+            f"{ {k: getattr(cfg, k) for k in keys} }"
+        )
+    backbone = build_backbone(cfg.arch, drop_path_rate=cfg.drop_path_rate,
+                              patch_size=cfg.patch_size, img_size=cfg.crops.global_size,
+                              conv_stem=cfg.conv_stem)
+    pretrained.load_shipped(name, backbone)
+    return backbone
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="run folder (resumed if it exists)")
     parser.add_argument("--data", default="{}", help="CrittersConfig fields as JSON")
     parser.add_argument("--recipe", default="{}", help="DINOConfig overrides as JSON")
     parser.add_argument("--crops", default="{}", help="MultiCropConfig overrides as JSON")
+    parser.add_argument(
+        "--init",
+        default=None,
+        help="a shipped DINO backbone to start from instead of the random initialisation "
+        "(continued training, e.g. on another critters variant); its architecture must "
+        "match the recipe's",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     parser.add_argument(
         "--split",
@@ -90,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     r0 = knn_accuracy(feats[0], train.labels, feats[1], test.labels)["top1"]
     print(f"random init: k-NN top-1 {r0:.1f} %", flush=True)
+    backbone = None if args.init is None else _shipped_backbone(args.init, cfg)
     argv = sys.argv[1:] if argv is None else argv
     run_info = {
         "command": "python benchmarks/critters_curve.py " + shlex.join(argv),
@@ -98,6 +129,10 @@ def main(argv: list[str] | None = None) -> None:
         "random_init_knn_top1": round(float(r0), 2),
         "hardware": hardware_name(device),
     }
+    if args.init is not None:
+        start = pretrained.load_card(args.init)
+        run_info["init"] = {"name": args.init, "command": start.command,
+                            "hardware": start.hardware, "results": start.results}
     stream = CrittersStream(cfg.batch_size, seed=cfg.seed, config=data_cfg, device=device)
 
     def report(kind: str, record: dict) -> bool:
@@ -109,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     train_dino(
         cfg,
         stream,
+        backbone=backbone,
         eval_data=(train.images, train.labels, test.images, test.labels),
         callbacks=[report],
         progress=False,
