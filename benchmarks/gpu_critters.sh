@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The critters DINO runs on one GPU: the shipped models' long runs, or the design sweep.
 #
-#   long  (default): the runs behind the shipped dino_cnn_critters and
-#         dino_vit_nano_critters: the small CNN (4,500 steps of 512) and ViT-nano with a
-#         conv stem (4,200 steps of 512) side by side. About 6 min on one H100
-#         (2026-11-27: 319 s and 349 s of training). DATA='{"context_strength": 0.0}'
-#         trains both on that critters variant instead of the defaults (the variant
-#         whose 1,000-step curve passes the +10 bar; README, "Design log").
+#   long  (default): the small CNN (4,500 steps of 512) and ViT-nano with a conv stem
+#         (4,200 steps of 512) side by side, on the critters defaults. About 6 min on
+#         one H100 (2026-11-27: 319 s and 349 s of training). These runs, on the
+#         full-strength backgrounds that were the default then, are the shipped
+#         dino_*_critters_full_context; DATA='{"context_strength": 1.0}' repeats them.
+#         DATA='{"context_strength": 0.0}' trains on one neutral background.
 #   sweep: the 1,000-step learning curve of issue 12 (small CNN, batch 128, fp32) for 15
 #         variants at once: data (CrittersConfig fields), multi-crop and recipe, each
 #         against its own random initialisation. 15 processes share the card, so each

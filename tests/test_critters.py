@@ -100,14 +100,20 @@ def test_texture_cue_is_in_the_pixels():
     assert plain.max() < 1.0 < 10 < patterned.min()
 
 
-def test_context_cue_is_in_the_background():
-    batch = make_critters(200, seed=8, config=CLEAN)
+@pytest.mark.parametrize("strength", [1.0, 0.2])
+def test_context_cue_is_in_the_background(strength):
+    """At full strength the palettes are plain to see; at the default 0.2 they are faint
+    but still in the same order (grass green, night the darkest, sky the bluest)."""
+    batch = make_critters(200, seed=8, config=replace(CLEAN, context_strength=strength))
     m = (~batch.masks).unsqueeze(1).float()
     background = (batch.images.float() * m).sum((2, 3)) / m.sum((2, 3))
     grass = background[batch.labels == 0].mean(0)  # apple: grass
     night = background[batch.labels == 4].mean(0)  # crate: night
     sky = background[batch.labels == 2].mean(0)  # clover: sky
-    assert grass.argmax() == 1 and night.max() < 60 and sky.argmax() == 2
+    assert grass.argmax() == 1 and sky.argmax() == 2
+    assert night.sum() < grass.sum() < sky.sum()
+    if strength == 1.0:
+        assert night.max() < 60
 
 
 def test_context_strength_shrinks_the_backgrounds_towards_one_palette():
@@ -120,9 +126,9 @@ def test_context_strength_shrinks_the_backgrounds_towards_one_palette():
 
     spread = {s: background_means(s).std(dim=0).mean().item() for s in (1.0, 0.35, 0.0)}
     assert spread[1.0] > 2 * spread[0.35] > 0 and spread[0.0] < 3, spread
-    # the default draws the bytes it drew before the option existed
+    # the default is the weak context, 0.2
     assert torch.equal(make_critters(20, seed=4).images,
-                       make_critters(20, seed=4, config=CrittersConfig(context_strength=1.0)).images)
+                       make_critters(20, seed=4, config=CrittersConfig(context_strength=0.2)).images)
 
 
 def test_untypical_cues_happen_at_the_configured_rate():
@@ -136,13 +142,13 @@ def test_untypical_cues_happen_at_the_configured_rate():
 
 def test_raw_pixels_stay_weak():
     # The fitness bar of the dataset (README): raw-pixel k-NN at most 45 % on the split
-    # every chapter uses. The measured 37.9 % also pins the generator's output.
+    # every chapter uses. The measured 41.6 % also pins the generator's output.
     train, test = critters_splits(5000, 1000, seed=0)
     acc = knn_accuracy(
         pixel_features(train.images), train.labels, pixel_features(test.images), test.labels
     )["top1"]
     assert acc <= 45
-    assert abs(acc - 37.9) <= 0.3
+    assert abs(acc - 41.6) <= 0.3
 
 
 def test_stream_is_deterministic_and_resumes():
