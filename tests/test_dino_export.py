@@ -54,6 +54,7 @@ def test_ship_run_writes_weights_and_a_card_whose_numbers_reload(run_dir, tmp_pa
         "final_teacher_entropy",
     } <= card.results.keys()
     assert "python -m teachkit.train dino" in card.command and card.wall_time_s > 0
+    assert card.init == "" and "Started from" not in (tmp_path / "tiny_dino.md").read_text()
     assert len(card.history["step"]) == 2 and card.history["epoch_step"] == [2]
     # the shipped fp16 weights reproduce the card's k-NN accuracy
     model = build_run_backbone(DINOConfig.from_dict(card.config))
@@ -61,6 +62,22 @@ def test_ship_run_writes_weights_and_a_card_whose_numbers_reload(run_dir, tmp_pa
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     again = evaluate_backbone(model, n_train=100, n_test=50)
     assert abs(again["knn_top1_percent"] - card.results["knn_top1_percent"]) <= 2.0
+
+
+def test_a_run_that_started_from_a_shipped_model_names_it_on_its_card(run_dir, tmp_path):
+    """A second-stage run (``benchmarks/critters_curve.py --init NAME``) records its start
+    in metrics.json's run info; the card keeps the name and says it."""
+    import shutil
+
+    run = shutil.copytree(run_dir, tmp_path / "second_stage")
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["run"]["init"] = {"name": "dino_vit_nano_critters_full_context"}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    card = ship_run(run, "tiny_second", "a second stage", directory=tmp_path,
+                    n_train=100, n_test=50, history_only=True)
+    assert card.init == "dino_vit_nano_critters_full_context"
+    assert "**Started from**: `dino_vit_nano_critters_full_context`" in (
+        tmp_path / "tiny_second.md").read_text()
 
 
 def test_history_only_ships_no_weights_and_missing_facts_are_named(run_dir, tmp_path):

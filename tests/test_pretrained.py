@@ -64,6 +64,26 @@ def test_shipped_files_are_small_and_carded(name):
     assert card.wall_time_s > 0 and card.hardware and card.created
 
 
+@pytest.mark.parametrize("name", [n for n in pretrained.cards() if pretrained.load_card(n).init])
+def test_a_card_that_started_from_another_names_a_shipped_model_of_its_architecture(name):
+    card = pretrained.load_card(name)
+    assert card.init in pretrained.available(), card.init
+    start = pretrained.load_card(card.init)
+    for key in ("arch", "patch_size", "conv_stem", "model"):  # DINO and SAM configs
+        assert card.config.get(key) == start.config.get(key), key
+    assert f"--init {card.init}" in card.command, card.command
+
+
+def test_the_two_stage_critters_models_record_their_start():
+    """The chapters' critters models that continued from others (the H100 DINO runs on the
+    full-strength backgrounds; Chapter 6's SAM) say so on their cards."""
+    starts = {name: pretrained.load_card(name).init
+              for name in ("dino_cnn_critters", "dino_vit_nano_critters", "sam_tiny_critters")}
+    assert starts == {"dino_cnn_critters": "dino_cnn_critters_full_context",
+                      "dino_vit_nano_critters": "dino_vit_nano_critters_full_context",
+                      "sam_tiny_critters": "sam_tiny_shapes"}
+
+
 def test_the_shipped_set_stays_under_30_mb():
     total = sum(p.stat().st_size for p in pretrained.SHIPPED_DIR.glob("*.pt"))
     assert total < 30 * 2**20, f"shipped checkpoints take {total / 2**20:.1f} MiB"

@@ -227,6 +227,7 @@ def ship_run(
         created=time.strftime("%Y-%m-%d"),
         config={**config.to_dict(), "out_dir": None, "device": None},
         data_variant=dict(variant),
+        init=(run.get("init") or {}).get("name", ""),
     )
     if history_only:
         save_card(card, directory)

@@ -51,6 +51,10 @@ class ModelCard:
             rebuild the model.
         data_variant: for a model trained on a critters variant, its ``CrittersConfig``
             fields (``{}``: the dataset's defaults); the results are measured on it.
+        init: the shipped model whose weights training started from (fine-tuning or a
+            second stage on other data; its own card tells how it was made), or ``""``
+            for a run from a random initialisation. ``command`` and ``wall_time_s`` are
+            this stage's.
     """
 
     name: str
@@ -65,6 +69,7 @@ class ModelCard:
     created: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     data_variant: dict[str, Any] = field(default_factory=dict)
+    init: str = ""
 
     def summary(self) -> str:
         """A few lines for a notebook: what was loaded and how it was trained."""
@@ -80,7 +85,10 @@ class ModelCard:
         rows = "\n".join(f"| {k} | {v:g} |" for k, v in self.results.items())
         return (
             f"# Model card: {self.name}\n\n{self.description}\n\n"
-            f"- **Command**: `{self.command}`\n- **Seed**: {self.seed}\n"
+            f"- **Command**: `{self.command}`\n"
+            + (f"- **Started from**: `{self.init}` (its card tells how it was made)\n"
+               if self.init else "")
+            + f"- **Seed**: {self.seed}\n"
             f"- **Data**: {self.data}\n- **Hardware**: {self.hardware}\n"
             f"- **Wall time**: {self.wall_time_s:.0f} s\n- **Date**: {self.created}\n\n"
             f"## Measured results\n\n| metric | value |\n| --- | --- |\n{rows}\n\n"

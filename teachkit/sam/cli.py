@@ -134,6 +134,7 @@ def run_sam_command(args: argparse.Namespace) -> int:
             f"{cfg.dataset} scenes with simulated clicks and boxes; mIoU on "
             f"{args.eval_scenes} held-out scenes, unseen = {', '.join(cfg.holdout) or 'none'}.",
             "seed": cfg.seed,
+            "init": cfg.init or "",
             "data": f"{maker} at {cfg.resolution} px, classes {', '.join(cfg.seen_classes)}; "
             f"{cfg.steps} steps x {cfg.batch_size} fresh scenes; evaluated on "
             f"eval_scenes({args.eval_scenes}) (seed {EVAL_SEED})",
