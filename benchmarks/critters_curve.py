@@ -54,10 +54,6 @@ RECIPE = dict(
 )
 
 
-def _tuples(values: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-
-
 def _shipped_backbone(name: str, cfg: DINOConfig) -> torch.nn.Module:
     """The student backbone for ``--init``: ``cfg``'s architecture with the weights of the
     shipped DINO model ``name`` (loaded strictly: a mismatch names every key)."""
@@ -109,8 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     data_kw = json.loads(args.data)
     recipe = {**RECIPE, "device": str(device), **json.loads(args.recipe)}
-    data_cfg = CrittersConfig(**_tuples(data_kw))
-    crops = MultiCropConfig(**{"local_crops_number": 4, **_tuples(json.loads(args.crops))})
+    data_cfg = CrittersConfig(**data_kw)
+    crops = MultiCropConfig(**{"local_crops_number": 4, **json.loads(args.crops)})
     cfg = DINOConfig(**recipe, out_dir=args.out, crops=crops)
     train, test = critters_splits(*args.split, seed=0, config=data_cfg)
     random_init = build_run_backbone(cfg).to(device)

@@ -222,3 +222,10 @@ def test_single_cue_configs_keep_one_cue_and_randomise_the_rest():
     assert red["colour"] > 0.9 > 0.6 > red["texture"]
     with pytest.raises(ValueError, match="unknown cue 'smell'"):
         single_cue_config("smell")
+
+
+def test_config_fields_given_as_json_lists_become_tuples():
+    """A data variant read back from metrics.json or a card (lists) is the same config."""
+    from_json = CrittersConfig(radius=[0.2, 0.3], clutter=[4, 8], context_strength=0.5)
+    assert from_json == CrittersConfig(radius=(0.2, 0.3), clutter=(4, 8), context_strength=0.5)
+    assert isinstance(from_json.radius, tuple) and hash(from_json) == hash(replace(from_json))

@@ -34,9 +34,9 @@ Why these settings: DINO learns what two views of one image share after the
 augmentations, so a nuisance that is constant over an image and survives cropping and
 colour jitter (a strong global lighting or colour cast, a few large clutter blobs, a
 wide range of object saturation, a background drawn at random from five vivid
-palettes) becomes a per-image signature that DINO matches instead of the class. That
-is why the context palettes are drawn faint (``context_strength=0.2``). With those, the 1,000-step learning curve stayed flat. Dense
-small clutter is the opposite kind of nuisance: every image has the same mix, so it
+palettes) becomes a per-image signature that DINO matches instead of the class. With
+those, the 1,000-step learning curve stayed flat; that is why the context palettes are
+drawn faint (``context_strength=0.2``). Dense small clutter is the opposite kind of nuisance: every image has the same mix, so it
 hides the critter from raw pixels and random filters but gives DINO nothing to match.
 The design log (every variant and its curve) is in the README, "The critters dataset".
 
@@ -64,7 +64,7 @@ import copy
 import functools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -190,6 +190,9 @@ class CrittersConfig:
     context_strength: float = 0.2
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # (min, max) pairs given as JSON lists become tuples
+            if isinstance(getattr(self, f.name), list):
+                object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
         for name in ("outline_p", "colour_p", "texture_p", "context_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

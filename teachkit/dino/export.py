@@ -104,8 +104,7 @@ def evaluate_backbone(
     if data_variant:
         from teachkit.data.critters import CrittersConfig
 
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data_variant.items()}
-        config = CrittersConfig(**fields)
+        config = CrittersConfig(**data_variant)
     train, test = procedural_splits(
         dataset,
         n_train,
