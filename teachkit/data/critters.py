@@ -64,11 +64,12 @@ import copy
 import functools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
+from teachkit.config_checks import check_field_types, check_pair, check_range
 from teachkit.data.shapes import (
     SceneBatch,
     ShapesBatch,
@@ -171,6 +172,10 @@ class CrittersConfig:
             1, +11.8 at the default 0.2 and +12.7 at 0, while raw pixels on context-only
             images fall from 46.2 % to 26.4 % and 9.1 % (README, "Design log"). At 0.2
             the context stays a cue, a weak one.
+
+    Every field is checked when the config is made: a value of the wrong type is a
+    TypeError (``True`` is not a count, a string is not a number), a probability
+    outside [0, 1] or a pair that is not ``(min, max)`` within its bounds a ValueError.
     """
 
     radius: tuple[float, float] = (0.24, 0.42)
@@ -190,9 +195,7 @@ class CrittersConfig:
     context_strength: float = 0.2
 
     def __post_init__(self) -> None:
-        for f in fields(self):  # (min, max) pairs given as JSON lists become tuples
-            if isinstance(getattr(self, f.name), list):
-                object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
+        check_field_types(self)  # also: (min, max) pairs given as JSON lists become tuples
         for name in ("outline_p", "colour_p", "texture_p", "context_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -204,6 +207,15 @@ class CrittersConfig:
             raise ValueError(
                 f"radius must be (min, max) with 0 < min <= max <= 0.5, got {self.radius}"
             )
+        check_range("hue_spread", self.hue_spread, low=0, high=0.5)
+        for name in ("saturation", "value"):
+            check_pair(name, getattr(self, name), low=0, high=1)
+        check_pair("lighting", self.lighting, low=0)
+        check_range("cast", self.cast, low=0, high=1)
+        check_pair("clutter", self.clutter, low=0)
+        check_pair("clutter_radius", self.clutter_radius, low=0, high=0.5, low_open=True)
+        check_pair("texture_frequency", self.texture_frequency, low=0)
+        check_range("noise_std", self.noise_std, low=0)
 
 
 def critter_cues(cls: int | str) -> dict[str, str]:

@@ -43,6 +43,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from teachkit.config_checks import check_field_types, check_pair, check_range
+
 __all__ = [
     "CLASSES",
     "ShapesConfig",
@@ -101,6 +103,9 @@ class ShapesConfig:
         colour_jitter: per-object uniform jitter added to the palette colour.
         shortcuts: per-image background hue, whole-image stripes and continuous
             random object colours (the failure case of Chapter 3).
+
+    Every field is checked when the config is made: a value of the wrong type is a
+    TypeError, a pair that is not ``(min, max)`` within its bounds a ValueError.
     """
 
     radius: tuple[float, float] = (0.22, 0.40)
@@ -110,6 +115,15 @@ class ShapesConfig:
     noise_std: float = 0.04
     colour_jitter: float = 0.06
     shortcuts: bool = False
+
+    def __post_init__(self) -> None:
+        check_field_types(self)  # also: (min, max) pairs given as JSON lists become tuples
+        check_pair("radius", self.radius, low=0, high=0.5, low_open=True)
+        check_pair("distractors", self.distractors, low=0)
+        check_pair("distractor_radius", self.distractor_radius, low=0, high=0.5, low_open=True)
+        check_pair("stripe_amplitude", self.stripe_amplitude, low=0, high=1)
+        check_range("noise_std", self.noise_std, low=0)
+        check_range("colour_jitter", self.colour_jitter, low=0)
 
 
 @dataclass

@@ -46,6 +46,7 @@ from torch import Tensor
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from teachkit.config_checks import check_field_types
 from teachkit.config_fields import config_field
 from teachkit.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -66,7 +67,10 @@ class MultiCropConfig:
     """The multi-crop recipe. Defaults are the official DINO values at 32 px.
 
     Every field's ``metadata["help"]`` says what it does and what to try; the
-    command line (:mod:`teachkit.dino.cli`) shows the same text.
+    command line (:mod:`teachkit.dino.cli`) shows the same text. Every field is checked
+    when the config is made (:mod:`teachkit.config_checks`): a wrong type is a
+    TypeError, a value out of range (a probability outside [0, 1], a ``(min, max)``
+    pair in the wrong order, NaN) a ValueError naming the field.
     """
 
     global_crops_scale: tuple[float, float] = config_field(
@@ -132,6 +136,7 @@ class MultiCropConfig:
     )
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in (
             "global_crops_scale",
             "local_crops_scale",

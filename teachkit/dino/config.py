@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from teachkit.config_checks import check_field_types, check_range, check_seed
 from teachkit.config_fields import config_field
 from teachkit.dino.augment import MultiCropConfig
-from teachkit.models.registry import ARCHS
+from teachkit.models.registry import ARCHS, check_arch
 
 __all__ = ["DINOConfig", "FREE_TO_CHANGE"]
 
@@ -38,7 +39,13 @@ FREE_TO_CHANGE: tuple[str, ...] = (
 class DINOConfig:
     """Every setting of a DINO run. Defaults are the official ones (ViT-S/16 recipe)
     where they make sense at 32 px; ``metadata["help"]`` of each field says what it does
-    and what to try, and is the help text of the command line."""
+    and what to try, and is the help text of the command line.
+
+    Every field is checked when the config is made (:mod:`teachkit.config_checks`): a
+    wrong type is a TypeError (``True`` is not a batch size), a value out of range or
+    NaN a ValueError naming the field. ``crops`` may be given as a dict of
+    :class:`MultiCropConfig` fields (as :meth:`to_dict` writes it); it becomes one.
+    """
 
     # ---- model --------------------------------------------------------------------
     arch: str = config_field(
@@ -197,7 +204,13 @@ class DINOConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.crops, dict):
-            self.crops = MultiCropConfig(**self.crops)
+            self.crops = _crops_from_dict(self.crops)
+        if not isinstance(self.crops, MultiCropConfig):
+            raise TypeError(
+                f"crops must be a MultiCropConfig (or a dict of its fields), got {self.crops!r}"
+            )
+        check_field_types(self)
+        check_arch(self.arch)
         positive = (
             "patch_size",
             "out_dim",
@@ -241,6 +254,11 @@ class DINOConfig:
             )
         if self.clip_grad < 0 or self.lr <= 0:
             raise ValueError(f"need clip_grad >= 0 and lr > 0, got {self.clip_grad}, {self.lr}")
+        check_range("drop_path_rate", self.drop_path_rate, low=0, high=1, high_open=True)
+        check_range("center_momentum", self.center_momentum, low=0, high=1)
+        for name in ("min_lr", "weight_decay", "weight_decay_end", "freeze_last_layer"):
+            check_range(name, getattr(self, name), low=0)
+        check_seed("seed", self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (the crops config as a nested dict), for JSON and checkpoints."""
@@ -248,8 +266,21 @@ class DINOConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DINOConfig:
+        """The config of :meth:`to_dict`'s plain values (``crops`` a nested dict), e.g.
+        read back from a checkpoint, ``metrics.json`` or a model card."""
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown DINOConfig fields {sorted(unknown)}")
         return cls(**values)
+
+
+def _crops_from_dict(values: dict[str, Any]) -> MultiCropConfig:
+    """``crops`` given as a dict (from JSON): the :class:`MultiCropConfig` of its fields."""
+    unknown = sorted(set(values) - {f.name for f in fields(MultiCropConfig)})
+    if unknown:
+        raise ValueError(
+            f"crops has unknown fields {unknown}; expected MultiCropConfig fields "
+            f"({', '.join(f.name for f in fields(MultiCropConfig))})"
+        )
+    return MultiCropConfig(**values)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from teachkit.config_checks import check_field_types, check_range, check_seed
 from teachkit.config_fields import config_field
 from teachkit.data.scene_chunks import SCENE_DATASETS
 from teachkit.data.shapes import CLASSES
@@ -55,7 +56,11 @@ NESTING_PARENT_CLASSES: tuple[str, ...] = ("circle", "square")
 @dataclass
 class SamTrainConfig:
     """Every setting of a SAM training run; ``metadata["help"]`` says what each does and
-    what to try, and is the help text of ``python -m teachkit.train sam``."""
+    what to try, and is the help text of ``python -m teachkit.train sam``.
+
+    Every field is checked when the config is made (:mod:`teachkit.config_checks`): a
+    wrong type is a TypeError, a value out of range or NaN a ValueError naming the field.
+    """
 
     # ---- data ---------------------------------------------------------------------
     resolution: int = config_field(
@@ -171,6 +176,7 @@ class SamTrainConfig:
     )
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.dataset not in SCENE_DATASETS:
             raise ValueError(
                 f"unknown dataset {self.dataset!r}; expected one of {list(SCENE_DATASETS)}"
@@ -218,6 +224,23 @@ class SamTrainConfig:
             )
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        for name in (
+            "min_area",
+            "box_noise",
+            "box_noise_max",
+            "focal_weight",
+            "dice_weight",
+            "iou_weight",
+            "focal_gamma",
+            "weight_decay",
+            "clip_grad",
+        ):
+            check_range(name, getattr(self, name), low=0)
+        if self.focal_alpha != -1 and not 0 <= self.focal_alpha <= 1:
+            raise ValueError(
+                f"focal_alpha must be -1 (no weighting) or lie in [0, 1], got {self.focal_alpha}"
+            )
+        check_seed("seed", self.seed)
         if self.init is not None:
             from teachkit.pretrained import available
 

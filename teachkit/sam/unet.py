@@ -40,6 +40,7 @@ from scipy import ndimage
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from teachkit.config_checks import check_field_types, check_range, check_seed
 from teachkit.config_fields import config_field
 from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.shapes import CLASSES, SceneBatch
@@ -154,7 +155,11 @@ def semantic_targets(scenes: SceneBatch, class_ids: Sequence[int]) -> Tensor:
 
 @dataclass
 class UNetTrainConfig:
-    """Settings of the U-Net baseline; the data settings should match the SAM run's."""
+    """Settings of the U-Net baseline; the data settings should match the SAM run's.
+
+    Every field is checked when the config is made (:mod:`teachkit.config_checks`): a
+    wrong type is a TypeError, a value out of range or NaN a ValueError naming the field.
+    """
 
     resolution: int = config_field(
         128, "Image side in pixels (divisible by 2**depth); as the SAM run."
@@ -188,7 +193,7 @@ class UNetTrainConfig:
     device: str | None = config_field(None, "'cpu', 'cuda', 'mps'; None picks the best one.")
 
     def __post_init__(self) -> None:
-        self.holdout = tuple(self.holdout)
+        check_field_types(self)  # also: a holdout given as a list becomes a tuple
         for name in ("steps", "batch_size", "chunk_size", "width", "depth"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -199,6 +204,9 @@ class UNetTrainConfig:
             )
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_range("nest_probability", self.nest_probability, low=0, high=1)
+        check_range("weight_decay", self.weight_decay, low=0)
+        check_seed("seed", self.seed)
         seen_class_ids(self.holdout, nest_probability=self.nest_probability)
 
     @property
