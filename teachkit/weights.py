@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["StateDictMismatchError", "load_strict"]
@@ -83,7 +84,9 @@ def load_strict(
     Every parameter and persistent buffer of ``model`` must be in ``state`` with the same
     shape, and every key of ``state`` must be one of them. A floating-point tensor is
     cast to the dtype of the model's tensor it fills (a float16 file fills a float32
-    model); the copy is then exact. Nothing is copied unless everything fits.
+    model); the copy is then exact. Nothing is copied unless everything fits: every
+    check, those that ``load_state_dict`` would only fail while copying included (a meta
+    tensor, a sparse one, a key that is not a string), runs before the first copy.
 
     Args:
         model: the module to fill, in place (its dtypes and devices are kept).
@@ -98,15 +101,12 @@ def load_strict(
             keys, the unexpected keys and the shape mismatches
             (``name: checkpoint (..) vs model (..)``), all at once, each list cut to
             :data:`LISTED_KEYS` names and a count.
-        ValueError: ``state`` is not a mapping of names to tensors.
+        ValueError: ``state`` is not a mapping of string names to tensors, or holds
+            tensors that cannot be copied: on the meta device (no values), not dense, or
+            whose values the model's tensor cannot hold (complex into real, floating
+            point into an integer buffer). Nothing was copied.
     """
-    if not isinstance(state, Mapping):
-        raise ValueError(
-            f"{source} must be a mapping of names to tensors; got {type(state).__name__}"
-        )
-    not_tensors = [k for k, v in state.items() if not isinstance(v, Tensor)]
-    if not_tensors:
-        raise ValueError(f"{source}: values must be tensors; not so for {not_tensors[:10]}")
+    _check_copyable(state, source)
     ignore = tuple(ignore_prefixes)
     if ignore:
         state = {k: v for k, v in state.items() if not k.startswith(ignore)}
@@ -120,9 +120,57 @@ def load_strict(
     )
     if missing or unexpected or mismatched:
         raise StateDictMismatchError(source, model, missing, unexpected, mismatched)
+    lossy = sorted(
+        f"{k}: checkpoint {state[k].dtype} vs model {target[k].dtype}"
+        for k in state
+        if _lossy_cast(state[k].dtype, target[k].dtype)
+    )
+    if lossy:
+        raise ValueError(
+            f"{source}: {_listing('tensors whose values the model cannot hold', lossy)} "
+            "(nothing was loaded)"
+        )
     cast = {
         k: v.to(target[k].dtype) if v.is_floating_point() and target[k].is_floating_point() else v
         for k, v in state.items()
     }
     model.load_state_dict(cast, strict=True)
     return model
+
+
+def _check_copyable(state: object, source: str) -> None:
+    """Raise a ValueError naming ``source`` unless ``state`` maps string keys to dense
+    tensors that hold values: what ``load_state_dict`` would only find while copying,
+    after it had copied the tensors before."""
+    if not isinstance(state, Mapping):
+        raise ValueError(
+            f"{source} must be a mapping of names to tensors; got {type(state).__name__}"
+        )
+    not_names = [k for k in state if not isinstance(k, str)]
+    if not_names:
+        raise ValueError(
+            f"{source}: keys must be parameter names (strings); not so for {not_names[:10]!r}"
+        )
+    not_tensors = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    if not_tensors:
+        raise ValueError(f"{source}: values must be tensors; not so for {not_tensors[:10]}")
+    meta = sorted(k for k, v in state.items() if v.is_meta)
+    if meta:
+        raise ValueError(
+            f"{source}: {_listing('tensors on the meta device, which hold no values', meta)} "
+            "(nothing was loaded)"
+        )
+    sparse = sorted(f"{k} ({v.layout})" for k, v in state.items() if v.layout != torch.strided)
+    if sparse:
+        raise ValueError(
+            f"{source}: {_listing('tensors that are not dense (strided)', sparse)}; "
+            "call .to_dense() on them (nothing was loaded)"
+        )
+
+
+def _lossy_cast(saved: torch.dtype, model: torch.dtype) -> bool:
+    """Whether copying a ``saved`` tensor into a ``model`` one would drop part of each
+    value: complex into real, or floating point into an integer or bool tensor."""
+    if saved.is_complex:
+        return not model.is_complex
+    return saved.is_floating_point and not (model.is_floating_point or model.is_complex)

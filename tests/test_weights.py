@@ -72,3 +72,32 @@ def test_ignored_prefixes_and_values_that_are_not_tensors() -> None:
         load_strict(model, [1], source="f.pt")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"f.pt: values must be tensors; not so for \['epoch'\]"):
         load_strict(model, {**state, "epoch": 3}, source="f.pt")  # type: ignore[dict-item]
+
+
+def _unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "spoil,message",
+    [
+        # a meta tensor fails only while copying: the tensors before it would be copied
+        (lambda s: s.update({"1.running_var": torch.empty(3, device="meta")}),
+         r"f.pt: tensors on the meta device, which hold no values \(1\): 1.running_var"),
+        (lambda s: s.update({"1.weight": s["1.weight"].to_sparse()}),
+         r"tensors that are not dense \(strided\) \(1\): 1.weight \(torch.sparse_coo\)"),
+        (lambda s: s.update({3: torch.zeros(1)}), r"keys must be parameter names \(strings\)"),
+        (lambda s: s.update({"1.num_batches_tracked": torch.tensor(2.5)}),
+         r"cannot hold \(1\): 1.num_batches_tracked: checkpoint torch.float32 vs model torch.int64"),
+        (lambda s: s.update({"0.bias": s["0.bias"].to(torch.complex64)}),
+         r"0.bias: checkpoint torch.complex64 vs model torch.float32"),
+    ],
+)
+def test_tensors_that_fail_late_are_refused_before_the_first_copy(spoil, message) -> None:
+    state = {k: v + 1 for k, v in _net().state_dict().items()}  # differs from the model
+    spoil(state)
+    model = _net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        load_strict(model, state, source="f.pt")
+    assert _unchanged(model, before)
