@@ -168,3 +168,25 @@ def test_teacher_temperature_warms_up_linearly_then_stays():
     assert np.all(teacher_temp_schedule(0.04, 0.04, 0, 5) == 0.04)
     with pytest.raises(ValueError, match=r"warmup_teacher_temp_epochs \(30\) must lie in"):
         teacher_temp_schedule(0.04, 0.07, warmup_epochs=30, epochs=10)
+
+
+def test_a_non_finite_teacher_batch_is_refused_and_never_enters_the_centre():
+    student, teacher = _outputs(4)
+    loss_fn = DINOLoss(K)
+    loss_fn(student, teacher, teacher_temp=0.04)
+    center = loss_fn.center.clone()
+    bad = [teacher[0].clone(), teacher[1]]
+    bad[0][3, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"teacher_output has 1 non-finite value\(s\) \(NaN"):
+        loss_fn(student, bad, teacher_temp=0.04)
+    assert torch.equal(loss_fn.center, center)
+    # the trainer's setting: no check (no sync), the loss shows it, the centre skips it
+    quiet = DINOLoss(K, check_finite=False)
+    quiet.center = center.clone()
+    bad[1] = torch.full_like(teacher[1], float("inf"))
+    assert not torch.isfinite(quiet(student, bad, teacher_temp=0.04).loss)
+    assert torch.equal(quiet.center, center)
+    out = quiet(student, teacher, teacher_temp=0.04)  # the next good batch: as if none failed
+    torch.testing.assert_close(out.loss, loss_fn(student, teacher, teacher_temp=0.04).loss)
+    torch.testing.assert_close(quiet.center, loss_fn.center)
+    assert torch.isfinite(quiet.center).all()

@@ -79,6 +79,12 @@ class DINOLoss(nn.Module):
         center_momentum: m of the centre EMA, 0.9 in the paper.
         centering: subtract the centre from the teacher logits (True). False is the
             "sharpening only" ablation; the centre is still tracked, for diagnostics.
+        check_finite: raise a ValueError for teacher outputs that hold NaN or inf,
+            before anything is computed (True). It reads a flag back from the device
+            every call; the trainer turns it off and stops on a non-finite loss instead
+            (it reads the loss every ``log_every`` steps). Either way a non-finite
+            teacher batch never enters the centre: its update is skipped, so one bad
+            batch cannot poison every later step.
 
     Example::
 
@@ -99,6 +105,7 @@ class DINOLoss(nn.Module):
         student_temp: float = 0.1,
         center_momentum: float = 0.9,
         centering: bool = True,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         if out_dim < 1:
@@ -110,6 +117,7 @@ class DINOLoss(nn.Module):
         self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.centering = centering
+        self.check_finite = check_finite
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def forward(
@@ -138,6 +146,13 @@ class DINOLoss(nn.Module):
             )
         if teacher_temp <= 0:
             raise ValueError(f"teacher_temp must be > 0, got {teacher_temp}")
+        if self.check_finite and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(
+                f"teacher_output has {bad} non-finite value(s) (NaN or inf); the centre was "
+                "not updated. Check the teacher's input images and weights (a diverged "
+                "run: lower the learning rate)"
+            )
         n_t, batch = t.shape[0], t.shape[1]
         center_norm = self.center.norm()
         t = t.detach()
@@ -161,10 +176,14 @@ class DINOLoss(nn.Module):
 
     @torch.no_grad()
     def _update_center(self, teacher_logits: Tensor, teacher_p: Tensor) -> tuple[Tensor, Tensor]:
-        """EMA of the batch-mean teacher logits (all processes); also the mean P_t."""
+        """EMA of the batch-mean teacher logits (all processes); also the mean P_t.
+
+        A batch whose mean logits are not finite leaves the centre as it was (chosen on
+        the device, without a sync): NaN would otherwise stay in the EMA for good."""
         k = teacher_logits.shape[-1]
         means = torch.cat([teacher_logits.reshape(-1, k).mean(0), teacher_p.reshape(-1, k).mean(0)])
         means = all_reduce_mean(means)  # equal per-process batches: mean of means
         batch_center, batch_p = means[:k], means[k:]
         m = self.center_momentum
-        return batch_p, self.center * m + batch_center.unsqueeze(0) * (1 - m)
+        updated = self.center * m + batch_center.unsqueeze(0) * (1 - m)
+        return batch_p, torch.where(torch.isfinite(batch_center).all(), updated, self.center)

@@ -238,6 +238,7 @@ class _Run:
             student_temp=cfg.student_temp,
             center_momentum=cfg.center_momentum,
             centering=cfg.centering,
+            check_finite=False,  # no sync per step: _flush stops on a non-finite loss
         ).to(self.device)
         self.optimizer = torch.optim.AdamW(
             get_params_groups(self.student),
