@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 # Re-exported: the chapters import the preprocessing from here, beside the k-NN it feeds.
 from teachkit.preprocess import IMAGENET_MEAN, IMAGENET_STD, imagenet_preprocess
+from teachkit.tensor_checks import describe, require_tensor
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -53,6 +54,11 @@ __all__ = [
     "pixel_features",
     "retrieve",
 ]
+
+#: The largest ``(queries, classes)`` table of votes :func:`knn_classify` makes (1 GiB of
+#: float32): class ids far beyond the classes there are (10**10, a hash) are refused
+#: instead of allocated.
+MAX_VOTE_ENTRIES = 2**28
 
 #: ``precision`` of the first similarity pass -> its rounding relative to a unit vector.
 _PASS_ROUNDING = {"bf16": 2.0**-8, "tf32": 2.0**-11}
@@ -73,8 +79,7 @@ def pixel_features(images: Tensor) -> Tensor:
 
 def _check_rgb_batch(x: Tensor, what: str) -> None:
     """Raise unless ``x`` is an ``(N, 3, H, W)`` tensor; name the likely mix-up."""
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{what} must be a (N, 3, H, W) tensor; got {type(x).__name__}")
+    require_tensor(what, x, "of shape (N, 3, H, W)")
     shape = tuple(x.shape)
     if x.ndim == 4 and shape[1] == 3:
         return
@@ -94,8 +99,9 @@ def _batches(images: Tensor | Dataset | DataLoader, batch_size: int) -> Iterable
         return images
     if isinstance(images, Dataset):
         return DataLoader(images, batch_size=batch_size, shuffle=False)
-    raise ValueError(
-        f"images must be a tensor, a Dataset or a DataLoader; got {type(images).__name__}"
+    raise TypeError(
+        "images must be a torch.Tensor of shape (N, 3, H, W), a Dataset or a DataLoader; "
+        f"got {describe(images)}"
     )
 
 
@@ -143,11 +149,15 @@ def extract_features(
         ``(N, D)`` float32 features on the CPU, each row of unit L2 norm.
 
     Raises:
-        ValueError: bad ``images`` type or shape (anything but ``(N, 3, H, W)``, e.g. one
+        TypeError: ``model`` is not an ``nn.Module``, or ``images`` is neither a tensor
+            nor a ``Dataset``/``DataLoader`` (a list of images, say).
+        ValueError: a bad ``images`` shape (anything but ``(N, 3, H, W)``, e.g. one
             channel or channels last), ``batch_size`` not an int >= 1, a CUDA ``device``
             without a GPU, only one of ``cache`` /
             ``cache_key`` given, or a model output that is not ``(B, D)``.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {describe(model)}")
     if (cache is None) != (cache_key is None):
         raise ValueError("pass both cache and cache_key, or neither")
     if cache is not None and cache_key in cache:
@@ -198,9 +208,13 @@ class KnnResult:
 
     Attributes:
         predictions: ``(M,)`` int64, the class with the largest vote (ties: smallest id).
-        scores: ``(M, C)`` summed votes ``exp(s / T)`` per class (not normalised). They
-            are ``inf`` where ``exp(s / T)`` overflows the dtype (``T < 1/88`` in float32);
-            ``predictions`` and :func:`knn_accuracy` use the overflow-free vote instead.
+        scores: ``(M, C)`` summed votes ``exp(s / T)`` per class (not normalised); 0 for
+            a class none of the ``k`` neighbours belongs to. Always finite: in a row where
+            ``exp(s / T)`` would overflow (or underflow) the dtype (``T < 1/88`` in float32
+            for a similarity near 1), the row holds the overflow-free votes
+            ``sum exp((s - s_max) / T)`` instead, in which the nearest neighbour weighs 1:
+            the same row divided by ``exp(s_max / T)``, so the ranking of the classes
+            and ``predictions`` are the same.
         topk_indices: ``(M, k)`` int64 bank rows of the neighbours, most similar first.
         topk_similarities: ``(M, k)`` their cosine similarities.
     """
@@ -212,9 +226,9 @@ class KnnResult:
 
 
 def _check_features(name: str, x: Tensor) -> None:
-    if not isinstance(x, Tensor) or x.ndim != 2:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be a 2-D (rows, D) tensor; got {shape}")
+    require_tensor(name, x, "of shape (N, D)")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (rows, D) tensor; got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be floating point; got {x.dtype}")
     # One reduction is enough to know: any NaN/inf makes the sum non-finite.
@@ -233,14 +247,9 @@ def _check_features(name: str, x: Tensor) -> None:
 
 
 def _check_labels(name: str, labels: Tensor, n: int) -> None:
-    if (
-        not isinstance(labels, Tensor)
-        or labels.is_floating_point()
-        or labels.is_complex()
-        or labels.dtype == torch.bool
-    ):
-        got = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"{name} must be an integer tensor (int64 class ids); got {got}")
+    require_tensor(name, labels, f"of shape ({n},) (int64 class ids)")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor (int64 class ids); got {labels.dtype}")
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(
             f"{name} must have shape ({n},), one per feature row; got {tuple(labels.shape)}"
@@ -375,9 +384,16 @@ def _vote(
         _check_positive_int("num_classes", num_classes)
         if num_classes < needed:
             raise ValueError(f"num_classes={num_classes} but bank_labels go up to {needed - 1}")
+    m = queries.shape[0]
+    if m * num_classes > MAX_VOTE_ENTRIES:
+        raise ValueError(
+            f"num_classes={num_classes} (bank_labels go up to {needed - 1}) for {m} queries "
+            f"would need a ({m}, {num_classes}) table of votes, more than {MAX_VOTE_ENTRIES:,} "
+            "numbers: class ids must be 0..C-1 for C classes (renumber them with "
+            "torch.unique(labels, return_inverse=True)), or classify fewer queries at a time"
+        )
 
     labels = bank_labels.to(device=bank.device, dtype=torch.int64)
-    m = queries.shape[0]
     dtype = _working_dtype(bank, queries)
     votes = torch.zeros(m, num_classes, dtype=dtype, device=bank.device)
     voted = torch.zeros(m, num_classes, dtype=torch.bool, device=bank.device)
@@ -390,9 +406,19 @@ def _vote(
         votes[rows].scatter_add_(1, neighbour_labels, weights)
         voted[rows].scatter_(1, neighbour_labels, True)
         top_sims[rows], top_idx[rows] = values, indices
-    # exp(s_max / T) * sum exp((s - s_max) / T) = sum exp(s / T), the scores DINO defines
-    scores = votes * top_sims[:, :1].div(temperature).exp()
+    scores = _scores(votes, top_sims, temperature)
     return KnnResult(votes.argmax(dim=1), scores, top_idx, top_sims), votes, voted
+
+
+def _scores(votes: Tensor, top_sims: Tensor, temperature: float) -> Tensor:
+    """DINO's scores ``sum exp(s / T)`` from the overflow-free votes, row by row where
+    they fit the dtype; the votes themselves in the rows where they do not."""
+    # exp(s_max / T) * sum exp((s - s_max) / T) = sum exp(s / T), the scores DINO defines
+    factor = top_sims[:, :1].div(temperature).exp()
+    scores = votes * factor
+    normal = factor >= torch.finfo(factor.dtype).tiny  # not 0, not subnormal
+    fits = torch.isfinite(scores).all(dim=1, keepdim=True) & normal
+    return torch.where(fits, scores, votes)
 
 
 def knn_classify(
@@ -435,10 +461,13 @@ def knn_classify(
         A :class:`KnnResult`.
 
     Raises:
+        TypeError: ``bank``, ``bank_labels`` or ``queries`` is not a tensor (a list, a
+            NumPy array); the message names the argument and the shape expected.
         ValueError: k < 1 or k > N, different feature dims, an empty bank, labels of the
             wrong length or dtype, negative labels, non-finite or all-zero feature rows,
-            a non-positive temperature, ``num_classes`` too small for the labels, or an
-            unknown ``precision``.
+            a non-positive temperature, ``num_classes`` too small for the labels, class
+            ids so large that the ``(M, C)`` votes would exceed :data:`MAX_VOTE_ENTRIES`
+            numbers (ids must be 0..C-1), or an unknown ``precision``.
     """
     result, _, _ = _vote(
         bank,
@@ -477,7 +506,13 @@ def knn_accuracy(
 
     Returns:
         ``{"top1": float, "top5": float}`` in percent (0..100).
+
+    Raises:
+        TypeError: an argument that is not a tensor, as for :func:`knn_classify`.
+        ValueError: what :func:`knn_classify` refuses; ``query_labels`` of the wrong
+            length or dtype or beyond the classes; no queries.
     """
+    require_tensor("queries", queries, "of shape (M, D)")
     _check_labels("query_labels", query_labels, queries.shape[0])
     if queries.shape[0] == 0:
         raise ValueError("queries is empty: accuracy is undefined")

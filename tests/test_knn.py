@@ -256,7 +256,7 @@ def test_labels_must_be_integer_class_ids_of_the_right_length_and_range() -> Non
     bank, labels, queries, truth = clusters()
     with pytest.raises(ValueError, match="integer tensor.*torch.bool"):
         knn_classify(bank, labels > 2, queries)
-    with pytest.raises(ValueError, match="integer tensor.*list"):
+    with pytest.raises(TypeError, match=r"bank_labels must be a torch.Tensor of shape \(50,\)"):
         knn_classify(bank, labels.tolist(), queries)
     with pytest.raises(ValueError, match=r"bank_labels must have shape \(50,\).*\(50, 1\)"):
         knn_classify(bank, labels[:, None], queries)
@@ -358,3 +358,59 @@ def test_imagenet_preprocess_resizes_as_the_dino_monitor_does():
     expected = (x - torch.tensor(crops.mean).view(1, 3, 1, 1)) / torch.tensor(crops.std).view(1, 3, 1, 1)
     assert torch.allclose(imagenet_preprocess(images, size=48), expected, atol=1e-6)
     assert torch.equal(imagenet_preprocess(images, size=32), imagenet_preprocess(images))
+
+
+@pytest.mark.parametrize("T", [1e-4, 1e-6])
+def test_scores_are_finite_at_tiny_temperatures_and_zero_without_votes(T: float) -> None:
+    bank, labels, queries, _ = clusters()
+    labels = labels.clone()
+    labels[labels == 4] = 5  # class 4 gets no votes at all; 6 classes
+    for dtype in (torch.float32, torch.float64):
+        out = knn_classify(bank.to(dtype), labels, queries.to(dtype), k=20, temperature=T)
+        assert torch.isfinite(out.scores).all()
+        assert (out.scores[:, 4] == 0).all()
+        assert torch.equal(out.scores.argmax(dim=1), out.predictions)
+        # in such rows the nearest neighbour weighs 1: its class scores at least 1
+        nearest = labels[out.topk_indices[:, 0]]
+        assert (out.scores.gather(1, nearest[:, None]) >= 1).all()
+
+
+def test_scores_without_votes_are_zero_at_the_default_temperature() -> None:
+    bank, labels, queries, _ = clusters()
+    out = knn_classify(bank, labels, queries, k=3, num_classes=8)
+    voted = torch.zeros_like(out.scores, dtype=torch.bool)
+    voted.scatter_(1, labels[out.topk_indices], True)
+    assert (out.scores[~voted] == 0).all() and (out.scores[voted] > 0).all()
+
+
+def test_arguments_that_are_not_tensors_are_named_with_the_type_expected() -> None:
+    bank, labels, queries, truth = clusters()
+    with pytest.raises(TypeError, match=r"queries must be a torch.Tensor of shape \(M, D\); "
+                                        r"got a list of 20"):
+        knn_accuracy(bank, labels, queries.tolist(), truth)
+    with pytest.raises(TypeError, match=r"queries must be a torch.Tensor of shape \(N, D\)"):
+        knn_classify(bank, labels, queries.tolist())
+    with pytest.raises(TypeError, match=r"bank must be a torch.Tensor of shape \(N, D\); got "
+                                        r"ndarray"):
+        retrieve(bank.numpy(), queries)
+    with pytest.raises(TypeError, match=r"query_labels must be a torch.Tensor of shape \(20,\)"):
+        knn_accuracy(bank, labels, queries, truth.tolist())
+    model = nn.Flatten()
+    with pytest.raises(TypeError, match=r"images must be a torch.Tensor of shape \(N, 3, H, W\), "
+                                        r"a Dataset or a DataLoader; got a list of 2"):
+        extract_features(model, [torch.zeros(3, 8, 8)] * 2, progress=False)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module; got function"):
+        extract_features(lambda x: x, torch.zeros(2, 3, 8, 8), progress=False)
+
+
+def test_class_ids_far_beyond_the_classes_are_refused_not_allocated() -> None:
+    bank, labels, queries, truth = clusters()
+    huge = labels.clone()
+    huge[0] = 10**10
+    with pytest.raises(ValueError, match=r"bank_labels go up to 10000000000\) for 20 queries "
+                                         r"would need a \(20, 10000000001\) table"):
+        knn_classify(bank, huge, queries)
+    with pytest.raises(ValueError, match=r"num_classes=10000000000 .* class ids must be 0..C-1"):
+        knn_accuracy(bank, labels, queries, truth, num_classes=10**10)
+    with pytest.raises(ValueError, match="k=51 is larger than the bank, which has 50 features"):
+        knn_classify(bank, labels, queries, k=51)
