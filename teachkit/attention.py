@@ -13,6 +13,10 @@ Conventions: ``grid = (h, w)`` is (rows, columns) of patches; tokens after the C
 are patches in row-major order (patch ``(i, j)`` is token ``1 + i * w + j``, the order of
 ``Conv2d`` patch embedding + ``flatten(2)``); patch ``(i, j)`` covers the pixels
 ``[i*p:(i+1)*p, j*p:(j+1)*p]`` of an image of size ``(h*p, w*p)``.
+
+Every function checks its arguments before it uses them: an argument that is not a
+tensor (a list, a NumPy array) is a ``TypeError`` naming it and the tensor expected; a
+tensor of the wrong shape or dtype, or a value out of range, is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from teachkit.tensor_checks import require_positive_int, require_tensor
 
 __all__ = [
     "attention_jaccard",
@@ -37,10 +43,21 @@ __all__ = [
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """``value`` as ``(a, b)`` of positive ints (``True`` is not one)."""
     pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+    if len(pair) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair
+    ):
         raise ValueError(f"{name} must be a positive int or a pair of them; got {value!r}")
     return pair  # type: ignore[return-value]
+
+
+def _check_mass(mass: object) -> None:
+    """Raise unless ``mass`` is a number in ``(0, 1]`` (TypeError for a non-number)."""
+    if isinstance(mass, bool) or not isinstance(mass, (int, float)):
+        raise TypeError(f"mass must be a number in (0, 1]; got {mass!r}")
+    if not 0.0 < mass <= 1.0:
+        raise ValueError(f"mass must be in (0, 1]; got {mass}")
 
 
 def upsample_patches(x: Tensor, patch_size: int | tuple[int, int]) -> Tensor:
@@ -50,6 +67,7 @@ def upsample_patches(x: Tensor, patch_size: int | tuple[int, int]) -> Tensor:
     ``visualize_attention.py``, for any number of leading dims and for bool masks.
     """
     ph, pw = _pair(patch_size, "patch_size")
+    require_tensor("x", x, "of shape (..., h, w)")
     if x.ndim < 2:
         raise ValueError(f"expected (..., h, w); got shape {tuple(x.shape)}")
     return x.repeat_interleave(ph, dim=-2).repeat_interleave(pw, dim=-1)
@@ -79,6 +97,7 @@ def cls_attention_maps(
             count is not ``1 + h*w``, or ``image_size`` is not a multiple of ``grid``.
     """
     h, w = _pair(grid, "grid")
+    require_tensor("attn", attn, "of shape (B, heads, 1+N, 1+N)")
     if attn.ndim != 4 or attn.shape[-1] != attn.shape[-2]:
         raise ValueError(f"attn must have shape (B, heads, 1+N, 1+N); got {tuple(attn.shape)}")
     tokens = attn.shape[-1]
@@ -121,8 +140,8 @@ def mass_threshold(maps: Tensor, mass: float = 0.6) -> Tensor:
         ValueError: ``mass`` outside ``(0, 1]``, fewer than 2 dims, negative or
             non-finite values.
     """
-    if not 0.0 < mass <= 1.0:
-        raise ValueError(f"mass must be in (0, 1]; got {mass}")
+    _check_mass(mass)
+    require_tensor("maps", maps, "of shape (..., h, w)")
     if maps.ndim < 2:
         raise ValueError(f"maps must have shape (..., h, w); got {tuple(maps.shape)}")
     if not torch.isfinite(maps).all() or (maps < 0).any():
@@ -140,6 +159,7 @@ def merge_heads(masks: Tensor, *, head_dim: int = -3) -> Tensor:
 
     ``(B, heads, h, w)`` or ``(heads, h, w)`` -> ``(B, h, w)`` or ``(h, w)``.
     """
+    require_tensor("masks", masks, "of shape (..., heads, h, w), bool")
     if masks.dtype != torch.bool:
         raise ValueError(f"masks must be bool; got {masks.dtype}")
     if masks.ndim < 3:
@@ -159,6 +179,8 @@ def jaccard(pred_mask: Tensor, true_mask: Tensor) -> Tensor:
     Raises:
         ValueError: different shapes, non-bool dtype or fewer than 2 dims.
     """
+    require_tensor("pred_mask", pred_mask, "of shape (..., H, W), bool")
+    require_tensor("true_mask", true_mask, "of shape (..., H, W), bool")
     if pred_mask.shape != true_mask.shape:
         raise ValueError(
             f"masks differ in shape: pred {tuple(pred_mask.shape)}, true {tuple(true_mask.shape)}"
@@ -178,6 +200,8 @@ def best_head_jaccard(head_masks: Tensor, true_mask: Tensor) -> Tensor:
     This is an oracle (the head is chosen with the ground truth of each image); the
     dataset-level choice of one head for all images is in :func:`attention_jaccard`.
     """
+    require_tensor("head_masks", head_masks, "of shape (B, heads, H, W), bool")
+    require_tensor("true_mask", true_mask, "of shape (B, H, W), bool")
     if head_masks.ndim != true_mask.ndim + 1:
         raise ValueError(
             f"expected head_masks (B, heads, H, W) and true_mask (B, H, W); got "
@@ -234,6 +258,10 @@ def attention_jaccard(
     if not callable(getattr(model, "get_last_selfattention", None)):
         raise ValueError("model must have a get_last_selfattention(x) method")
     p = _pair(patch_size, "patch_size")
+    require_tensor("images", images, "of shape (N, 3, H, W), float")
+    require_tensor("masks", masks, "of shape (N, H, W), bool")
+    _check_mass(mass)
+    require_positive_int("batch_size", batch_size)
     if images.ndim != 4 or masks.ndim != 3:
         raise ValueError(
             f"expected images (N, 3, H, W) and masks (N, H, W); got {tuple(images.shape)} "
@@ -243,6 +271,8 @@ def attention_jaccard(
         raise ValueError(
             f"images {tuple(images.shape)} and masks {tuple(masks.shape)} must agree in N, H, W"
         )
+    if images.shape[0] == 0:
+        raise ValueError("images is empty: give at least one image and its mask")
     H, W = images.shape[-2:]
     if H % p[0] or W % p[1]:
         raise ValueError(f"image size {(H, W)} is not a multiple of the patch size {p}")

@@ -21,6 +21,10 @@ Two label-free saliency maps are offered, both from the frozen DINO network:
 Either map is thresholded by :func:`~teachkit.attention.mass_threshold` (keep 60 % of
 the mass, the paper's rule), giving a coarse patch mask; its tight box and its deepest
 pixel become SAM's prompts.
+
+Arguments are checked before they are used: one of the wrong type (a list for a tensor,
+a model for a predictor) is a ``TypeError`` that names it, a tensor of the wrong shape
+or dtype, an empty batch or a size that does not fit a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from teachkit.attention import cls_attention_maps, mass_threshold, upsample_patc
 from teachkit.preprocess import imagenet_preprocess
 from teachkit.sam.geometry import mask_center, masks_to_boxes
 from teachkit.sam.predictor import SamPredictor
+from teachkit.tensor_checks import describe, require_positive_int, require_tensor
 from teachkit.video import patch_features
 
 __all__ = [
@@ -56,13 +61,24 @@ kept), its box (single mask), or both (single mask)."""
 
 
 def _check_images(images: Tensor, name: str = "images") -> None:
-    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"{name} must be a (B, 3, H, W) tensor; got {shape}")
+    """Raise unless ``images`` is a non-empty ``(B, 3, H, W)`` uint8 tensor."""
+    require_tensor(name, images, "of shape (B, 3, H, W), uint8")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"{name} must be a (B, 3, H, W) tensor; got {tuple(images.shape)}")
     if images.dtype != torch.uint8:
         raise ValueError(f"{name} must be uint8 RGB (0..255); got {images.dtype}")
     if images.shape[0] == 0:
         raise ValueError(f"{name} is empty: give at least one image")
+
+
+def _size_pair(value: object, name: str) -> tuple[int, int]:
+    """``value`` as ``(rows, columns)``: two positive ints, or a ValueError naming it."""
+    pair = tuple(value) if isinstance(value, (tuple, list, torch.Size)) else ()
+    if len(pair) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair
+    ):
+        raise ValueError(f"{name} must be (rows, columns), two positive ints; got {value!r}")
+    return pair[0], pair[1]
 
 
 def _grid_of(model: nn.Module, images: Tensor) -> tuple[int, int]:
@@ -97,6 +113,7 @@ def attention_saliency(
         (the rest is the ``[CLS]`` token's attention to itself).
     """
     _check_images(images)
+    require_positive_int("batch_size", batch_size)
     grid = _grid_of(model, images)
     prep = preprocess or imagenet_preprocess
     device = next(model.parameters()).device
@@ -118,7 +135,8 @@ def border_contrast(features: Tensor, grid: tuple[int, int]) -> Tensor:
     Returns:
         ``(B, h, w)`` float in ``[0, 2]``: 0 for a patch exactly like the border's average.
     """
-    h, w = grid
+    require_tensor("features", features, "of shape (B, h*w, D)")
+    h, w = _size_pair(grid, "grid")
     if h < 3 or w < 3:
         raise ValueError(f"border contrast needs a grid of at least 3 x 3 patches; got {grid}")
     if features.ndim != 3 or features.shape[1] != h * w:
@@ -152,6 +170,7 @@ def contrast_saliency(
         ``(B, h, w)`` float on the CPU in ``[0, 2]``.
     """
     _check_images(images)
+    require_positive_int("batch_size", batch_size)
     feats, grid = patch_features(model, images, preprocess=preprocess, batch_size=batch_size)
     return border_contrast(feats, grid)
 
@@ -199,10 +218,11 @@ def propose(
         ValueError: wrong shapes, a size that is not a multiple of the grid, or a map
             that is zero everywhere (nothing stands out: no proposal can be made).
     """
-    if saliency.ndim != 3:
-        raise ValueError(f"saliency must be (B, h, w); got {tuple(saliency.shape)}")
+    require_tensor("saliency", saliency, "of shape (B, h, w)")
+    if saliency.ndim != 3 or 0 in saliency.shape:
+        raise ValueError(f"saliency must be (B, h, w), none of them 0; got {tuple(saliency.shape)}")
     b, h, w = saliency.shape
-    H, W = image_size
+    H, W = _size_pair(image_size, "image_size")
     if H % h or W % w:
         raise ValueError(
             f"image_size {(H, W)} must be a whole multiple of the saliency grid {(h, w)}"
@@ -252,6 +272,12 @@ def segment_with_sam(
     """
     if prompt not in PROMPTS:
         raise ValueError(f"unknown prompt {prompt!r}; expected one of {PROMPTS}")
+    if not isinstance(predictor, SamPredictor):
+        raise TypeError(
+            f"predictor must be a SamPredictor (SamPredictor(sam)); got {describe(predictor)}"
+        )
+    if not isinstance(proposals, Proposals):
+        raise TypeError(f"proposals must be the Proposals of propose(); got {describe(proposals)}")
     images = torch.as_tensor(images)
     _check_images(images)
     if len(proposals) != images.shape[0]:

@@ -197,3 +197,32 @@ def test_overlay_blends_colour_where_masked() -> None:
     np.testing.assert_allclose(heat[4:, 8:, 0], 1.0)  # the largest value gets the full colour
     with pytest.raises(ValueError, match="neither matches nor divides"):
         overlay(image, torch.zeros(5, 5, dtype=torch.bool))
+
+
+def test_arguments_that_are_not_tensors_or_counts_are_named() -> None:
+    attn = random_attention(1, 2, 12)
+    with pytest.raises(TypeError, match=r"attn must be a torch.Tensor of shape \(B, heads"):
+        cls_attention_maps(attn.tolist(), grid=(3, 4))
+    with pytest.raises(ValueError, match="grid must be a positive int or a pair of them; got "
+                                         r"\(True, 12\)"):
+        cls_attention_maps(random_attention(1, 2, 12), grid=(True, 12))
+    with pytest.raises(TypeError, match=r"maps must be a torch.Tensor of shape \(\.\.\., h, w\); "
+                                        "got ndarray of shape"):
+        mass_threshold(torch.rand(3, 3).numpy())
+    with pytest.raises(TypeError, match=r"mass must be a number in \(0, 1\]; got '0.6'"):
+        mass_threshold(torch.rand(3, 3), mass="0.6")
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        upsample_patches([[1, 2]], 2)
+    with pytest.raises(TypeError, match="masks must be a torch.Tensor"):
+        merge_heads([[[True]]])
+    with pytest.raises(TypeError, match="true_mask must be a torch.Tensor"):
+        jaccard(torch.zeros(2, 3, dtype=torch.bool), [[False] * 3] * 2)
+    with pytest.raises(TypeError, match="head_masks must be a torch.Tensor"):
+        best_head_jaccard(None, torch.zeros(1, 2, 2, dtype=torch.bool))
+    images, masks = torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.bool)
+    with pytest.raises(TypeError, match=r"images must be a torch.Tensor of shape \(N, 3, H, W\)"):
+        attention_jaccard(StandIn(), images.numpy(), masks)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1; got 0"):
+        attention_jaccard(StandIn(), images, masks, batch_size=0)
+    with pytest.raises(ValueError, match="images is empty"):
+        attention_jaccard(StandIn(), images[:0], masks[:0])

@@ -160,3 +160,31 @@ def test_segment_with_sam_checks_its_inputs(tiny_sam):
         segment_with_sam(predictor, data.images[..., :64, :64], props)
     with pytest.raises(ValueError, match="uint8"):
         segment_with_sam(predictor, data.images.float(), props)
+
+
+def test_arguments_of_the_wrong_kind_are_named(tiny_sam):
+    vit = build_vit("vit_nano", patch_size=4, img_size=32).eval()
+    images = make_shapes(2, resolution=32, seed=1).images
+    with pytest.raises(TypeError, match=r"images must be a torch.Tensor of shape \(B, 3, H, W\), "
+                                        "uint8; got ndarray"):
+        attention_saliency(vit, images.numpy())
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1; got 0"):
+        attention_saliency(vit, images, batch_size=0)
+    with pytest.raises(TypeError, match=r"features must be a torch.Tensor of shape \(B, h\*w, D\)"):
+        border_contrast(torch.zeros(1, 25, 8).tolist(), (5, 5))
+    with pytest.raises(ValueError, match=r"grid must be \(rows, columns\), two positive ints"):
+        border_contrast(torch.zeros(1, 25, 8), (5.0, 5))
+    saliency = torch.rand(2, 8, 8)
+    with pytest.raises(TypeError, match="saliency must be a torch.Tensor"):
+        propose(saliency.numpy(), (32, 32))
+    with pytest.raises(ValueError, match=r"image_size must be \(rows, columns\).*got 32"):
+        propose(saliency, 32)
+    with pytest.raises(ValueError, match=r"none of them 0; got \(0, 8, 8\)"):
+        propose(saliency[:0], (32, 32))
+    props = propose(saliency, (32, 32))
+    with pytest.raises(TypeError, match="predictor must be a SamPredictor"):
+        segment_with_sam(tiny_sam, images, props)
+    with pytest.raises(TypeError, match="proposals must be the Proposals of propose"):
+        segment_with_sam(SamPredictor(tiny_sam), images, props.masks)
+    with pytest.raises(TypeError, match="model must be a Sam"):
+        SamPredictor(vit)

@@ -113,6 +113,11 @@ class SamPredictor:
     """
 
     def __init__(self, model: Sam) -> None:
+        if not isinstance(model, Sam):
+            raise TypeError(
+                f"model must be a Sam (teachkit.sam.build.build_sam(name)); got "
+                f"{type(model).__name__}"
+            )
         self.model = model
         self.reset_image()
 
