@@ -63,12 +63,13 @@ def add_dataclass_flags(
     *,
     skip: Collection[str] = (),
     default_label: str = "default",
+    prefix: str = "",
 ) -> None:
     """Add one flag per field of the dataclass ``cls`` to ``parser`` (or an argument group).
 
     The flag is the field's name with dashes (:func:`flag_name`); its type comes from the
     annotation: ``bool`` gives ``--x/--no-x``, ``tuple[float, float]`` two numbers,
-    ``tuple[str, ...]`` comma-separated names (:func:`comma_names`), ``int``, ``float`` or
+    ``tuple[int, int]`` two whole numbers, ``tuple[str, ...]`` comma-separated names (:func:`comma_names`), ``int``, ``float`` or
     ``str`` (``X | None`` counts as ``X``). The help is ``metadata["help"]`` followed by
     ``(<default_label>: <the field's default>)``; ``metadata["choices"]`` restricts the
     values. Every flag defaults to ``None`` (not given).
@@ -78,6 +79,9 @@ def add_dataclass_flags(
         cls: the config dataclass.
         skip: names of fields that get no flag (nested configs, paths set otherwise).
         default_label: the word before the default in the help text.
+        prefix: put before each field's name, for a second config whose field names
+            clash with the first's (``prefix="critters_"``: ``--critters-saturation``,
+            read back by ``flag_values(args, cls, prefix="critters_")``).
     """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -88,16 +92,17 @@ def add_dataclass_flags(
         kwargs = _parse_kwargs(_without_none(hints[f.name]))
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
-        parser.add_argument(flag_name(f.name), default=None, help=text, **kwargs)
+        parser.add_argument(flag_name(prefix + f.name), default=None, help=text, **kwargs)
 
 
 def flag_values(
-    args: argparse.Namespace, cls: type, *, skip: Collection[str] = ()
+    args: argparse.Namespace, cls: type, *, skip: Collection[str] = (), prefix: str = ""
 ) -> dict[str, Any]:
-    """The fields of ``cls`` whose flags were given (not ``None``), lists made tuples."""
+    """The fields of ``cls`` whose flags were given (not ``None``), lists made tuples;
+    ``prefix`` as given to :func:`add_dataclass_flags`."""
     values = {}
     for f in dataclasses.fields(cls):
-        value = getattr(args, f.name, None)
+        value = getattr(args, prefix + f.name, None)
         if value is not None and f.name not in skip:
             values[f.name] = tuple(value) if isinstance(value, list) else value
     return values
@@ -120,6 +125,8 @@ def _parse_kwargs(annotation: Any) -> dict[str, Any]:
         items = typing.get_args(annotation)
         if items and all(item is float for item in items):
             return {"type": float, "nargs": len(items), "metavar": "X"}
+        if items and all(item is int for item in items):
+            return {"type": int, "nargs": len(items), "metavar": "N"}
         return {"type": comma_names, "metavar": "A,B,C"}
     parse: Callable[[str], Any] = annotation if annotation in (int, float) else str
     return {"type": parse}

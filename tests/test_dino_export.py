@@ -65,7 +65,7 @@ def test_ship_run_writes_weights_and_a_card_whose_numbers_reload(run_dir, tmp_pa
 
 
 def test_a_run_that_started_from_a_shipped_model_names_it_on_its_card(run_dir, tmp_path):
-    """A second-stage run (``benchmarks/critters_curve.py --init NAME``) records its start
+    """A second-stage run (``python -m teachkit.train dino --init NAME``) records its start
     in metrics.json's run info; the card keeps the name and says it."""
     import shutil
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -398,8 +399,8 @@ def test_cli_trains_on_shapes_and_writes_checkpoint_and_metrics(tmp_path, capsys
     main(
         [
             "dino",
-            "--profile",
-            "quick",
+            "--preset",
+            "shapes",
             "--arch",
             "small_cnn",
             "--epochs",
@@ -431,10 +432,64 @@ def test_cli_trains_on_shapes_and_writes_checkpoint_and_metrics(tmp_path, capsys
     assert metrics["epochs"][0]["elapsed_s"] > 0
     run = metrics["run"]
     # after OMP_NUM_THREADS=N when that is set
-    assert "python -m teachkit.train dino --profile quick" in run["command"]
+    assert "python -m teachkit.train dino --preset shapes" in run["command"]
     assert run["command"].endswith(f"--out {tmp_path}")
     assert run["dataset"] == "shapes" and run["shortcuts"] is False
+    assert run["data_variant"] == {} and run["init"] is None and run["preset"] == "shapes"
     assert (tmp_path / "checkpoint.pt").is_file()
+
+
+TINY_CRITTERS = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4",
+                 "--warmup-epochs", "0", "--local-crops-number", "1", "--out-dim", "64",
+                 "--hidden-dim", "32", "--knn-train", "40", "--knn-test", "20", "--no-progress"]
+
+
+def test_the_quick_preset_trains_on_critters_and_records_its_data_variant(tmp_path, capsys):
+    """``--preset quick`` is the critters recipe; a ``CrittersConfig`` field given as a flag
+    draws the stream of that variant and is recorded for ``ship-dino``."""
+    args = build_parser().parse_args(["dino", "--out", str(tmp_path)])
+    assert args.profile == "quick" and dino_config_from_args(args).arch == "small_cnn"
+    main(["dino", *TINY_CRITTERS, "--critters-context-strength", "0",
+          "--critters-clutter", "2", "4", "--out", str(tmp_path)])
+    run = json.loads((tmp_path / "metrics.json").read_text())["run"]
+    assert run["dataset"] == "critters" and run["preset"] == "quick"
+    assert run["data_variant"] == {"context_strength": 0.0, "clutter": [2, 4]}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--preset", "shapes", "--critters-noise-std", "0"], "need --dataset critters"),
+        (["--critters-context-strength", "2"], "context_strength"),
+        (["--init", "no_such_model"], "unknown shipped model 'no_such_model'"),
+        (["--init", "dino_vit_nano_critters"], "its backbone is .*vit_nano.*small_cnn"),
+        (["--init", "sam_tiny_shapes"], "records no DINO config"),
+    ],
+)
+def test_data_variant_and_init_errors_are_usage_errors(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["dino", *TINY_CRITTERS, *argv, "--out", str(tmp_path / "run")])
+    assert exit_.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_init_starts_from_the_shipped_backbone_and_records_it(tmp_path):
+    """``--init NAME``: the student's backbone holds NAME's weights at step 0, and
+    metrics.json names the start (the card's "Started from")."""
+    from teachkit.dino.cli import shipped_start
+    from teachkit.pretrained.dino import load_shipped_dino
+
+    args = build_parser().parse_args(
+        ["dino", "--preset", "curve", "--init", "dino_cnn_critters", "--out", str(tmp_path)])
+    backbone, info = shipped_start("dino_cnn_critters", dino_config_from_args(args))
+    shipped, _, card = load_shipped_dino("dino_cnn_critters")
+    for (k, a), b in zip(backbone.state_dict().items(), shipped.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert info["name"] == "dino_cnn_critters" and info["command"] == card.command
+    main(["dino", "--preset", "curve", *TINY_CRITTERS, "--init", "dino_cnn_critters",
+          "--out", str(tmp_path)])
+    run = json.loads((tmp_path / "metrics.json").read_text())["run"]
+    assert run["init"]["name"] == "dino_cnn_critters"
 
 
 # ---- checked before the first step (issue 13) -----------------------------------------

@@ -23,30 +23,39 @@ DATASETS: tuple[str, ...] = ("shapes", "critters", "cifar10")
 PROCEDURAL: tuple[str, ...] = ("shapes", "critters")
 
 
-def _check_procedural(name: str, shortcuts: bool) -> None:
+def _check_procedural(name: str, shortcuts: bool, config=None) -> None:
     if name not in PROCEDURAL:
         raise ValueError(f"unknown procedural dataset {name!r}; expected one of {list(PROCEDURAL)}")
     if shortcuts and name != "shapes":
         raise ValueError(f"shortcuts=True exists for 'shapes' only, not for {name!r}")
+    if config is not None and name != "critters":
+        raise ValueError(f"config= describes a critters variant; the dataset is {name!r}")
 
 
 def make_procedural(
-    name: str, n: int, *, resolution: int = 32, seed: int = 0, shortcuts: bool = False
+    name: str,
+    n: int,
+    *,
+    resolution: int = 32,
+    seed: int = 0,
+    shortcuts: bool = False,
+    config=None,
 ):
-    """``n`` single-object images of a procedural dataset, deterministic from ``seed``.
+    """``n`` single-object images of a procedural dataset, deterministic from ``seed``;
+    ``config`` is a :class:`~teachkit.data.critters.CrittersConfig` (critters only).
 
     Returns:
         A :class:`~teachkit.data.shapes.ShapesBatch`: images (N, 3, H, W) uint8, labels
         (N,), masks (N, H, W).
     """
-    _check_procedural(name, shortcuts)
+    _check_procedural(name, shortcuts, config)
     if name == "shapes":
         from teachkit.data.shapes import make_shapes
 
         return make_shapes(n, resolution=resolution, seed=seed, shortcuts=shortcuts)
     from teachkit.data.critters import make_critters
 
-    return make_critters(n, resolution=resolution, seed=seed)
+    return make_critters(n, resolution=resolution, seed=seed, config=config)
 
 
 def procedural_splits(
@@ -68,9 +77,7 @@ def procedural_splits(
     Returns:
         Two :class:`~teachkit.data.shapes.ShapesBatch` (images, labels, masks).
     """
-    _check_procedural(name, shortcuts)
-    if config is not None and name != "critters":
-        raise ValueError(f"config= describes a critters variant; the dataset is {name!r}")
+    _check_procedural(name, shortcuts, config)
     if name == "shapes":
         from teachkit.data.shapes import shapes_splits
 
@@ -88,14 +95,16 @@ def procedural_stream(
     seed: int = 0,
     device: torch.device | str = "cpu",
     shortcuts: bool = False,
+    config=None,
 ):
-    """An endless, resumable stream of fresh batches of a procedural dataset.
+    """An endless, resumable stream of fresh batches of a procedural dataset; ``config``
+    is a :class:`~teachkit.data.critters.CrittersConfig` (critters only).
 
     Returns:
         A :class:`~teachkit.data.shapes.ShapesStream` or
         :class:`~teachkit.data.critters.CrittersStream`.
     """
-    _check_procedural(name, shortcuts)
+    _check_procedural(name, shortcuts, config)
     if name == "shapes":
         from teachkit.data.shapes import ShapesStream
 
@@ -104,4 +113,6 @@ def procedural_stream(
         )
     from teachkit.data.critters import CrittersStream
 
-    return CrittersStream(batch_size, resolution=resolution, seed=seed, device=device)
+    return CrittersStream(
+        batch_size, resolution=resolution, seed=seed, device=device, config=config
+    )

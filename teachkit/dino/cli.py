@@ -3,7 +3,9 @@
 ``dino`` trains (:func:`teachkit.dino.trainer.train_dino`) with every :class:`DINOConfig`
 and :class:`MultiCropConfig` field as a flag (``--teacher-temp 0.07``,
 ``--no-norm-last-layer``, ``--local-crops-number 6`` ...) carrying the help text of the
-field; ``--profile`` only changes the defaults (:data:`PRESETS`). ``ship-dino`` turns a
+field, every :class:`CrittersConfig` field as a data-variant flag (``--context-strength
+0``), ``--init NAME`` to start from a shipped backbone, and ``--preset`` naming the recipe
+the flags override (:data:`teachkit.dino.presets.PRESETS`). ``ship-dino`` turns a
 finished run into a shipped checkpoint with its model card
 (:func:`teachkit.dino.export.ship_run`). :func:`add_dino_commands` registers both.
 """
@@ -17,50 +19,27 @@ from pathlib import Path
 from typing import Any
 
 from teachkit import distributed as dist
+from teachkit import pretrained
 from teachkit.cli_checks import check_device, check_output_folder, usage_errors
 from teachkit.config_fields import add_dataclass_flags, flag_values
+from teachkit.data.critters import CrittersConfig
 from teachkit.data.datasets import DATASETS, PROCEDURAL, make_procedural, procedural_stream
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.config import DINOConfig
+from teachkit.dino.presets import CPU_PRESETS, PRESETS
 from teachkit.run import NonFiniteLossError, command_line
 
-__all__ = ["PRESETS", "add_dino_commands", "dino_config_from_args", "run_dino", "run_ship"]
+__all__ = [
+    "PRESETS",
+    "add_dino_commands",
+    "data_variant_from_args",
+    "dino_config_from_args",
+    "run_dino",
+    "run_ship",
+]
 
-#: Defaults of ``--profile``; explicit flags override them.
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {  # two CPU cores, minutes
-        "dataset": "shapes",
-        "arch": "vit_nano",
-        "patch_size": 4,
-        "drop_path_rate": 0.0,
-        "out_dim": 1024,
-        "hidden_dim": 512,
-        "bottleneck_dim": 128,
-        "epochs": 2,
-        "steps_per_epoch": 40,
-        "batch_size": 64,
-        "warmup_epochs": 1,
-        "local_crops_number": 4,
-        "checkpoint_every": 20,
-        "knn_train": 1000,
-        "knn_test": 500,
-    },
-    "full": {  # one GPU, hours
-        "dataset": "cifar10",
-        "arch": "vit_small",
-        "patch_size": 4,
-        "drop_path_rate": 0.1,
-        "out_dim": 65536,
-        "epochs": 100,
-        "steps_per_epoch": 200,
-        "batch_size": 256,
-        "warmup_epochs": 10,
-        "local_crops_number": 8,
-        "checkpoint_every": 500,
-        "knn_train": 0,
-        "knn_test": 0,
-    },
-}
+#: Fields of the start that must equal the recipe's for ``--init`` (the backbone's shape).
+_BACKBONE_FIELDS: tuple[str, ...] = ("arch", "patch_size", "conv_stem")
 
 
 def add_dino_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -72,22 +51,32 @@ def add_dino_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_dino_parser(subparsers: argparse._SubParsersAction) -> None:
     """The ``dino`` subcommand: all DINOConfig and MultiCropConfig fields as flags."""
-    presets = "; ".join(
-        f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items())
-        for name, values in PRESETS.items()
-    )
     p = subparsers.add_parser(
         "dino",
         help="self-supervised DINO pre-training",
         description="Train DINO (teachkit.dino.trainer.train_dino). Flags left out take "
-        f"the --profile preset, then the DINOConfig default. Presets: {presets}.",
+        "the --preset's value, then the config's default. Presets (teachkit/dino/presets.py): "
+        + ", ".join(PRESETS)
+        + ".",
     )
     run = p.add_argument_group("run")
     run.add_argument(
+        "--preset",
         "--profile",
-        choices=["quick", "full"],
+        dest="profile",
+        choices=list(PRESETS),
         default="quick",
-        help="defaults for two CPU cores (quick) or a GPU (full)",
+        help="the recipe the other flags override: quick (two CPU cores, minutes, "
+        "critters), curve (the 1,000-step CPU learning curve), cnn_critters and "
+        "vit_nano_critters (the shipped models, one GPU), shapes, full (CIFAR-10, one GPU)",
+    )
+    run.add_argument(
+        "--init",
+        default=None,
+        metavar="NAME",
+        help="start the student from a shipped DINO backbone (teachkit/pretrained; its "
+        "architecture must match the recipe's, loaded strictly) instead of the random "
+        "initialisation, with a fresh head; recorded in metrics.json and on the card",
     )
     run.add_argument(
         "--dataset",
@@ -129,6 +118,12 @@ def _add_dino_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     crops = p.add_argument_group("multi-crop (MultiCropConfig)")
     add_dataclass_flags(crops, MultiCropConfig, default_label="config default")
+    critters = p.add_argument_group(
+        "critters data variant (CrittersConfig; --dataset critters only)"
+    )
+    # saturation is also a colour-jitter flag (MultiCropConfig): the data's flags get a
+    # prefix, --critters-context-strength 0
+    add_dataclass_flags(critters, CrittersConfig, default_label="default", prefix="critters_")
     # run_dino reports configuration errors as usage errors
     p.set_defaults(func=run_dino, _parser=p)
 
@@ -148,22 +143,40 @@ def _config_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {**preset, **flag_values(args, cls, skip=("crops",))}
 
 
+def data_variant_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The critters data variant: the ``CrittersConfig`` fields the preset and the flags
+    set (``{}``: the defaults), as ``metadata.json`` and the card record it."""
+    names = {f.name for f in dataclasses.fields(CrittersConfig)}
+    preset = {k: v for k, v in PRESETS[args.profile].items() if k in names}
+    typed = flag_values(args, CrittersConfig, prefix="critters_")
+    variant = {**preset, **typed}
+    if variant and _resolved(args, "dataset") != "critters":
+        flags = ", ".join(f"--critters-{k.replace('_', '-')}" for k in variant)
+        raise ValueError(f"{flags}: data-variant flags need --dataset critters")
+    CrittersConfig(**variant)  # a bad value is an error before the first step
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in variant.items()}
+
+
 def dino_config_from_args(args: argparse.Namespace) -> DINOConfig:
-    """DINOConfig from parsed flags over the profile's presets."""
+    """DINOConfig from parsed flags over the preset's values."""
     values = _config_values(args, DINOConfig)
     values["crops"] = MultiCropConfig(**_config_values(args, MultiCropConfig))
     dataset = _resolved(args, "dataset")
     values["out_dir"] = args.out or str(Path("runs") / f"dino_{dataset}_{values['arch']}")
-    if values.get("device") is None and args.profile == "quick" and not dist.is_distributed():
+    on_cpu = args.profile in CPU_PRESETS
+    if values.get("device") is None and on_cpu and not dist.is_distributed():
         values["device"] = "cpu"
     if dataset == "cifar10" and args.profile == "full" and args.steps_per_epoch is None:
         values["steps_per_epoch"] = None  # an epoch is one pass over the 50,000 images
     return DINOConfig(**values)
 
 
-def _dino_data(args: argparse.Namespace, cfg: DINOConfig) -> tuple[Any, tuple | None]:
+def _dino_data(
+    args: argparse.Namespace, cfg: DINOConfig, variant: dict[str, Any]
+) -> tuple[Any, tuple | None]:
     """The training stream and the k-NN monitor's (bank, labels, queries, labels)."""
     dataset = _resolved(args, "dataset")
+    config = CrittersConfig(**variant) if variant else None
     n_train, n_test = _resolved(args, "knn_train"), _resolved(args, "knn_test")
     size = cfg.crops.global_size
     if dataset in PROCEDURAL:
@@ -176,9 +189,10 @@ def _dino_data(args: argparse.Namespace, cfg: DINOConfig) -> tuple[Any, tuple | 
             seed=cfg.seed * world + rank,
             device=dist.device_for_process(cfg.device),
             shortcuts=args.shortcuts,
+            config=config,
         )
         # the monitor's images: other seeds than the splits the model cards are measured on
-        kw = dict(resolution=size, shortcuts=args.shortcuts)
+        kw = dict(resolution=size, shortcuts=args.shortcuts, config=config)
         bank = make_procedural(dataset, n_train or 5000, seed=10_000 + cfg.seed, **kw)
         queries = make_procedural(dataset, n_test or 1000, seed=20_000 + cfg.seed, **kw)
         eval_data = (bank.images, bank.labels, queries.images, queries.labels)
@@ -213,19 +227,62 @@ def _check_dino_args(args: argparse.Namespace, cfg: DINOConfig) -> None:
         )
 
 
-def _prepare_dino(args: argparse.Namespace) -> tuple[DINOConfig, Any, tuple | None]:
-    """Config, data and k-NN data, checked before the first step: a configuration error
-    is a usage error (``parser.error``: message and exit status 2, no traceback)."""
+def shipped_start(name: str, cfg: DINOConfig) -> tuple[Any, dict[str, Any]]:
+    """The student backbone for ``--init NAME``: ``cfg``'s architecture holding the
+    weights of the shipped DINO model ``name`` (loaded strictly), and what ``metrics.json``
+    records of it (name, command, hardware, results of its card).
+
+    Raises:
+        ValueError: ``name`` is not shipped, its card records no DINO config, or its
+            backbone (arch, patch size, conv stem) is not the recipe's.
+    """
+    from teachkit.dino.export import build_run_backbone
+
+    if name not in pretrained.available():
+        raise ValueError(
+            f"--init: unknown shipped model {name!r}; expected one of "
+            f"{', '.join(pretrained.available())}"
+        )
+    card = pretrained.load_card(name)
+    if not card.config.get("arch"):
+        raise ValueError(f"--init {name}: its card records no DINO config (not a DINO model)")
+    start = DINOConfig.from_dict(card.config)
+    theirs = {k: getattr(start, k) for k in _BACKBONE_FIELDS}
+    ours = {k: getattr(cfg, k) for k in _BACKBONE_FIELDS}
+    if theirs != ours:
+        raise ValueError(f"--init {name}: its backbone is {theirs}, the recipe asks for {ours}")
+    backbone = build_run_backbone(cfg)
+    pretrained.load_shipped(name, backbone)
+    info = {"name": name, "command": card.command, "hardware": card.hardware,
+            "results": card.results}
+    return backbone, info
+
+
+def _prepare_dino(args: argparse.Namespace) -> tuple[DINOConfig, Any, tuple | None, Any, dict]:
+    """Config, data, k-NN data, start backbone (``None``: random init) and the run-level
+    facts for ``metrics.json``, checked before the first step: a configuration error is a
+    usage error (``parser.error``: message and exit status 2, no traceback)."""
     from teachkit.dino.trainer import check_run_inputs
 
     with usage_errors(args, ValueError, FileNotFoundError):
         cfg = dino_config_from_args(args)
+        variant = data_variant_from_args(args)
         _check_dino_args(args, cfg)
         check_output_folder(cfg.out_dir)
         check_device(cfg.device)
-        data, eval_data = _dino_data(args, cfg)
+        backbone, start = (None, None) if args.init is None else shipped_start(args.init, cfg)
+        data, eval_data = _dino_data(args, cfg, variant)
         check_run_inputs(cfg, eval_data)
-    return cfg, data, eval_data
+    run_info = {
+        "dataset": _resolved(args, "dataset"),
+        "shortcuts": bool(args.shortcuts),
+        "data_variant": variant,
+        "init": start,
+        "preset": args.profile,
+        "knn_train": _resolved(args, "knn_train"),
+        "knn_test": _resolved(args, "knn_test"),
+    }
+    return cfg, data, eval_data, backbone, run_info
 
 
 def run_dino(args: argparse.Namespace) -> int:
@@ -235,18 +292,17 @@ def run_dino(args: argparse.Namespace) -> int:
 
     dist.init_distributed()
     try:
-        cfg, data, eval_data = _prepare_dino(args)
-        run_info = {
-            "command": command_line(args),
-            "dataset": _resolved(args, "dataset"),
-            "shortcuts": bool(args.shortcuts),
-            "knn_train": _resolved(args, "knn_train"),
-            "knn_test": _resolved(args, "knn_test"),
-            "hardware": hardware_name(dist.device_for_process(cfg.device)),
-        }
+        cfg, data, eval_data, backbone, run_info = _prepare_dino(args)
+        run_info["command"] = command_line(args)
+        run_info["hardware"] = hardware_name(dist.device_for_process(cfg.device))
         try:
             history = train_dino(
-                cfg, data, eval_data=eval_data, progress=not args.no_progress, run_info=run_info
+                cfg,
+                data,
+                backbone=backbone,
+                eval_data=eval_data,
+                progress=not args.no_progress,
+                run_info=run_info,
             )
         except (UniformCollapseError, NonFiniteLossError) as err:
             print(f"python -m teachkit.train dino: error: {err}", file=sys.stderr)
@@ -287,6 +343,15 @@ def _add_ship_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="ship the card and its curves, not the weights (ablations)",
     )
+    p.add_argument(
+        "--split",
+        type=int,
+        nargs=2,
+        default=(5000, 1000),
+        metavar=("TRAIN", "TEST"),
+        help="the card's k-NN bank and queries: the dataset's splits(TRAIN, TEST, seed=0) "
+        "(5000 1000, the split every chapter uses; smaller only for smoke tests)",
+    )
     p.set_defaults(func=run_ship, _parser=p)
 
 
@@ -305,6 +370,8 @@ def run_ship(args: argparse.Namespace) -> int:
         hardware=args.hardware,
         wall_time_s=args.wall_time_s,
         history_only=args.history_only,
+        n_train=args.split[0],
+        n_test=args.split[1],
     )
     print(card.summary())
     return 0

@@ -21,6 +21,7 @@ Command line::
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +35,7 @@ from teachkit.models.registry import build_backbone
 from teachkit.pretrained import ModelCard, save_card, save_shipped
 from teachkit.profiles import seed_everything
 
-__all__ = ["build_run_backbone", "evaluate_backbone", "load_run", "ship_run"]
+__all__ = ["build_run_backbone", "evaluate_backbone", "load_run", "portable_command", "ship_run"]
 
 #: Curves kept in a card, subsampled to at most this many points.
 _HISTORY_POINTS = 200
@@ -89,7 +90,7 @@ def evaluate_backbone(
 
     The split is ``procedural_splits(dataset, n_train, n_test, seed=seed)`` of a procedural
     dataset, ``"shapes"`` or ``"critters"`` (the chapters use seed 0); ``data_variant``
-    (``CrittersConfig`` fields, as ``benchmarks/critters_curve.py --data`` records them)
+    (``CrittersConfig`` fields, as ``python -m teachkit.train dino --critters-*`` records them)
     draws the split of that critters variant. For a ViT
     (``get_last_selfattention``) the card also gets the attention Jaccard (best head,
     merged heads, and the heads' average map, also for ``random_init``) over the test
@@ -140,6 +141,22 @@ def evaluate_backbone(
     return results
 
 
+def portable_command(command: str, name: str) -> str:
+    """``command`` with its ``--out`` folder replaced by ``runs/NAME``: a card names no
+    folder of the machine that trained it, and the line can be pasted anywhere.
+
+    >>> portable_command("python -m teachkit.train dino --out /tmp/x --lr 0.1", "m")
+    'python -m teachkit.train dino --out runs/m --lr 0.1'
+    """
+    words = shlex.split(command)
+    for i, word in enumerate(words):
+        if word == "--out" and i + 1 < len(words):
+            words[i + 1] = f"runs/{name}"
+        elif word.startswith("--out="):
+            words[i] = f"--out=runs/{name}"
+    return shlex.join(words)
+
+
 def _subsample(rows: list[dict[str, float]], keys: tuple[str, ...]) -> dict[str, list[float]]:
     stride = max(1, len(rows) // _HISTORY_POINTS)
     picked = rows[::stride]
@@ -174,6 +191,7 @@ def ship_run(
     run = metrics.get("run", {})
     epochs = metrics.get("epochs", [])
     command = command or run.get("command")
+    command = portable_command(command, name) if command else command
     hardware = hardware or run.get("hardware")
     if wall_time_s is None and epochs:
         wall_time_s = epochs[-1].get("elapsed_s")
