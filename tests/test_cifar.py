@@ -138,3 +138,51 @@ def test_valid_integer_pixels_of_any_dtype_load(tmp_path):
     assert images.dtype == torch.uint8 and labels.dtype == torch.int64
     assert torch.equal(images.flatten(1), torch.from_numpy(data).to(torch.uint8))
     assert labels.tolist() == [3, 9]
+
+
+class _RunsCode:
+    """Unpickling this calls ``os.system``: what a malicious 'CIFAR' file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("where", ["test_batch", "batches.meta"])
+def test_a_pickle_that_would_run_code_is_refused_unread(tmp_path, where):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+    batch = _batches()["test_batch"]
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": NAMES}))
+    evil = {"data": batch["data"], "labels": batch["labels"], "x": _RunsCode(marker)}
+    if where == "batches.meta":
+        evil = {"label_names": NAMES, "x": _RunsCode(marker)}
+    (folder / where).write_bytes(pickle.dumps(evil, protocol=2))
+    message = rf"{folder / where} is not a CIFAR-10 file: its pickle asks for (posix|nt)\.system"
+    with pytest.raises(ValueError, match=message):
+        if where == "batches.meta":
+            cifar10_classes(tmp_path)
+        else:
+            load_cifar10(tmp_path, train=False)
+    assert not marker.exists()
+
+
+def test_batches_in_every_pickle_form_of_numpy_arrays_load(tmp_path):
+    """NumPy 1's names (the official archive: numpy.core.multiarray), NumPy 2's, and
+    protocol 5 (numpy._core.numeric._frombuffer) are all CIFAR's arrays."""
+    data = np.arange(2 * 3072).reshape(2, 3072).astype(np.uint8)
+    for protocol in (2, 5):
+        path = _write_test_batch(tmp_path, data, [1, 2], protocol=protocol)
+        images, labels = load_cifar10(tmp_path, train=False)
+        assert torch.equal(images.flatten(1), torch.from_numpy(data)) and labels.tolist() == [1, 2]
+    body = pickle.dumps({"data": data, "labels": [1, 2]}, protocol=2)
+    path.write_bytes(body.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    assert b"cnumpy.core.multiarray\n_reconstruct" in path.read_bytes()
+    images, _ = load_cifar10(tmp_path, train=False)
+    assert torch.equal(images.flatten(1), torch.from_numpy(data))

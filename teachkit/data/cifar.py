@@ -5,7 +5,9 @@ uses torchvision's ``download_and_extract_archive`` (the archive's md5 is checke
 reading parses the python pickles of ``cifar-10-batches-py`` (``data_batch_1`` ..
 ``data_batch_5``, ``test_batch``, ``batches.meta``) exactly as
 ``torchvision.datasets.CIFAR10`` lays them out, and checks their format, so any
-copy of the official archive works offline too.
+copy of the official archive works offline too. The pickles are read by an unpickler
+that builds only what CIFAR-10 holds (dicts, lists, strings, numbers and NumPy
+arrays): a file that names anything else, such as ``os.system``, is refused unread.
 
 Example::
 
@@ -24,7 +26,13 @@ import torch
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import download_and_extract_archive
 
-__all__ = ["CIFAR10_CLASSES", "default_data_dir", "load_cifar10", "cifar10_classes"]
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR_PICKLE_GLOBALS",
+    "default_data_dir",
+    "load_cifar10",
+    "cifar10_classes",
+]
 
 CIFAR10_URL: str = CIFAR10.url
 CIFAR10_MD5: str = CIFAR10.tgz_md5
@@ -42,11 +50,55 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("TEACHKIT_DATA", Path.home() / ".cache" / "teachkit" / "data"))
 
 
+#: The only globals a CIFAR-10 python batch names: a NumPy array (rebuilt by
+#: ``_reconstruct`` or ``_frombuffer``, under NumPy 1's and NumPy 2's module names) and
+#: ``_codecs.encode``, which protocol-2 pickles written by Python 3 use for bytes. The
+#: dicts, lists, strings and numbers around them need no global at all.
+CIFAR_PICKLE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
+
+
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    """A pickle names a global that no CIFAR-10 file holds (``module.name``)."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what CIFAR-10 holds (:data:`CIFAR_PICKLE_GLOBALS`):
+    a pickle that names anything else (``os.system``, ``builtins.eval``...) is refused
+    before that object is even looked up, so no code of the file's choosing runs."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise _ForbiddenGlobal(f"{module}.{name}")
+        if module.startswith("numpy.core."):  # NumPy 2 moved it; skip the alias's warning
+            try:
+                return super().find_class(module.replace("numpy.core.", "numpy._core.", 1), name)
+            except (ImportError, AttributeError):
+                pass
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> object:
-    """``pickle.load`` of a CIFAR file; a ValueError naming the file if it is unreadable."""
+    """Unpickle a CIFAR file with :class:`_CifarUnpickler`; a ValueError naming the file
+    if it is unreadable or names anything a CIFAR-10 file does not hold."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+            return _CifarUnpickler(f, encoding="latin1").load()
+    except _ForbiddenGlobal as err:
+        raise ValueError(
+            f"{path} is not a CIFAR-10 file: its pickle asks for {err}, which CIFAR-10 never "
+            "holds (a pickle that names code can run it), so it was not loaded; delete the "
+            "cifar-10-batches-py folder and download the official archive again"
+        ) from None
     except Exception as err:  # noqa: BLE001 - truncated or foreign pickles fail in many ways
         raise ValueError(
             f"{path} is not a readable CIFAR-10 file ({type(err).__name__}: {err}); it may be "
@@ -126,7 +178,8 @@ def load_cifar10(
     Raises:
         FileNotFoundError: the folder is missing and ``download`` is False.
         ValueError: a file is unreadable (truncated, damaged) or not in CIFAR-10's format:
-            pixels that are not integers in 0..255, labels outside 0..9, wrong shapes.
+            pixels that are not integers in 0..255, labels outside 0..9, wrong shapes, or
+            a pickle that names code or objects CIFAR-10 never holds (refused unread).
             The message names the file.
     """
     root = Path(root or default_data_dir()).expanduser()
