@@ -8,7 +8,9 @@
   checkpoint back under **one resume policy**: a run may be continued with other
   settings, but every setting that changed is named in a warning, except those the
   trainer lists as free to change (where the run goes, how often it saves or is
-  monitored, the device): a resumed run then matches an uninterrupted one;
+  monitored, the device): a resumed run then matches an uninterrupted one. The
+  run-level facts that make a run what it is (the data it trains on, the model it
+  started from; :func:`recorded_run`) may not change at all (:func:`check_same_run`);
 * the command that started it: :func:`parse_args_recorded` keeps the arguments on the
   parsed namespace and :func:`command_line` writes them back for ``metrics.json`` and the
   model cards, as a line that can be pasted into a shell (with the thread count of a CPU
@@ -37,9 +39,11 @@ __all__ = [
     "StepHistory",
     "changed_settings",
     "check_finite_loss",
+    "check_same_run",
     "command_line",
     "parse_args_recorded",
     "recorded_argv",
+    "recorded_run",
     "resume_run",
     "save_run",
     "write_metrics",
@@ -143,6 +147,53 @@ def resume_run(
             stacklevel=stacklevel + 1,
         )
     return ckpt
+
+
+def recorded_run(out_dir: str | Path) -> dict[str, Any]:
+    """The facts ``out_dir/metrics.json`` records about its run (its ``"run"`` dict).
+
+    ``{}`` when there is no ``metrics.json``, or it records none; an unreadable one is
+    named in a warning and counts as recording nothing (the run rewrites it).
+    """
+    path = Path(out_dir) / METRICS_NAME
+    if not path.is_file():
+        return {}
+    try:
+        run = json.loads(path.read_text()).get("run")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
+        warnings.warn(f"{path} is unreadable ({err}); its run facts are not compared", stacklevel=2)
+        return {}
+    return dict(run) if isinstance(run, dict) else {}
+
+
+def check_same_run(
+    out_dir: str | Path, saved: dict[str, Any], now: dict[str, Any], names: Collection[str]
+) -> None:
+    """Raise a ValueError if a run-level setting in ``names`` differs between the run
+    that ``out_dir`` holds (``saved``) and this session (``now``).
+
+    Unlike the settings :func:`resume_run` warns about, these make the run what it is
+    (what it trains on, where it started): continuing under another value would record
+    a history that no single setting produced. A name either side does not record (an
+    older ``metrics.json``) is not compared. Values compare as JSON does (tuples and
+    lists alike).
+    """
+    changed = [
+        f"{name}: {saved[name]!r} when the run started, {now[name]!r} now"
+        for name in names
+        if name in saved and name in now and _as_json(saved[name]) != _as_json(now[name])
+    ]
+    if changed:
+        raise ValueError(
+            f"cannot resume the run in {out_dir} with other run settings ({'; '.join(changed)}): "
+            "they decide what the run trains on. Use the same ones, or another output folder "
+            "for a new run"
+        )
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as JSON would give it back (tuples become lists), for comparing."""
+    return json.loads(json.dumps(value))
 
 
 def changed_settings(

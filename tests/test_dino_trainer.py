@@ -210,6 +210,47 @@ def test_a_resumed_run_names_every_changed_setting_but_the_free_ones(tmp_path):
     for free in ("max_steps", "checkpoint_every", "log_every"):
         assert f"'{free}'" not in message
 
+
+def test_a_run_resumes_only_on_the_data_and_start_it_recorded(tmp_path):
+    """The run-level facts (dataset, shortcuts, data variant, start checkpoint) cannot
+    change between sessions: metrics.json would otherwise record the new ones for the
+    whole run. A fact this session does not give is kept; an old metrics.json that
+    records none does not stop the resume."""
+
+    def session(max_steps: int, **run_info) -> None:
+        cfg = tiny_config(out_dir=str(tmp_path), max_steps=max_steps, checkpoint_every=1)
+        data = ImageBatches(tiny_images(), 8)
+        train_dino(cfg, data, backbone=backbone(), progress=False, run_info=run_info)
+
+    def recorded() -> dict:
+        return json.loads((tmp_path / "metrics.json").read_text())["run"]
+
+    started = dict(dataset="critters", shortcuts=False, data_variant={"radius": (0.2, 0.3)},
+                   init={"name": "dino_cnn_critters", "command": "..."})
+    session(1, command="first", **started)
+    steps = len(json.loads((tmp_path / "metrics.json").read_text())["steps"])
+    for name, value, message in [
+        ("dataset", "shapes", r"dataset: 'critters' when the run started, 'shapes' now"),
+        ("shortcuts", True, r"shortcuts: False when the run started, True now"),
+        ("data_variant", {}, r"data_variant: \{'radius': \[0.2, 0.3\]\} when .*, \{\} now"),
+        ("init", None, r"init: 'dino_cnn_critters' when the run started, None now"),
+        ("init", {"name": "dino_cnn_shapes"}, r"init: 'dino_cnn_critters' .* 'dino_cnn_shapes'"),
+    ]:
+        with pytest.raises(ValueError, match=rf"cannot resume the run in {tmp_path} .*{message}"):
+            session(2, **{**started, name: value})
+        assert len(json.loads((tmp_path / "metrics.json").read_text())["steps"]) == steps
+    # the same facts (a list for a tuple, init by name), or none of them: it resumes
+    same = {**started, "data_variant": {"radius": [0.2, 0.3]}, "init": "dino_cnn_critters"}
+    session(2, **same)
+    session(3, command="third")  # e.g. a notebook call without run_info
+    assert recorded() == {**same, "command": "third"}
+    # a metrics.json from before these facts were recorded compares nothing
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics["run"] = {"command": "old"}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    session(4, dataset="shapes", shortcuts=True)
+    assert recorded()["dataset"] == "shapes"
+
 def _ddp_worker(rank: int, world: int, store: str, images: torch.Tensor, out: str) -> None:
     torch.set_num_threads(1)
     tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)

@@ -15,8 +15,10 @@ from teachkit.pretext.autoencoder import ConvAutoencoder, train_autoencoder
 from teachkit.run import (
     NonFiniteLossError,
     changed_settings,
+    check_same_run,
     command_line,
     parse_args_recorded,
+    recorded_run,
     resume_run,
     save_run,
 )
@@ -69,3 +71,17 @@ def test_the_command_is_recorded_as_parsed(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     args = parse_args_recorded(parser, ["--out", "my runs/x"])
     assert command_line(args) == "OMP_NUM_THREADS=1 python -m teachkit.train --out 'my runs/x'"
+
+
+def test_recorded_run_facts_and_the_check_that_they_did_not_change(tmp_path):
+    assert recorded_run(tmp_path) == {}  # no metrics.json: nothing recorded
+    (tmp_path / "metrics.json").write_text('{"run": {"dataset": "shapes"}, "steps": [')
+    with pytest.warns(UserWarning, match=r"metrics.json is unreadable .* not compared"):
+        assert recorded_run(tmp_path) == {}
+    (tmp_path / "metrics.json").write_text('{"run": {"dataset": "shapes", "size": [1, 2]}}')
+    saved = recorded_run(tmp_path)
+    assert saved == {"dataset": "shapes", "size": [1, 2]}
+    check_same_run(tmp_path, saved, {"dataset": "shapes", "size": (1, 2)}, ("dataset", "size"))
+    check_same_run(tmp_path, saved, {"shortcuts": True}, ("dataset", "shortcuts"))  # unrecorded
+    with pytest.raises(ValueError, match=r"size: \[1, 2\] when the run started, \(1, 3\) now"):
+        check_same_run(tmp_path, saved, {"size": (1, 3)}, ("size",))

@@ -79,7 +79,15 @@ from teachkit.dino.schedules import (
 from teachkit.dino.teacher import build_teacher, update_teacher
 from teachkit.models.registry import build_backbone
 from teachkit.profiles import BF16, FP16, FP32, Precision, pick_precision, seed_everything
-from teachkit.run import NonFiniteLossError, StepHistory, resume_run, save_run, write_metrics
+from teachkit.run import (
+    NonFiniteLossError,
+    StepHistory,
+    check_same_run,
+    recorded_run,
+    resume_run,
+    save_run,
+    write_metrics,
+)
 
 __all__ = [
     "COLLAPSE_MARGIN",
@@ -88,6 +96,7 @@ __all__ = [
     "History",
     "ImageBatches",
     "NonFiniteLossError",
+    "RUN_SETTINGS",
     "UniformCollapseError",
     "check_run_inputs",
     "train_dino",
@@ -137,6 +146,21 @@ class History(StepHistory):
         return {"steps": self.steps, "epochs": self.epochs}
 
 
+#: The facts of ``run_info`` that make a run what it is: the data it trains on and the
+#: shipped model it started from. A run resumes only with the values it recorded in
+#: ``metrics.json`` (a fact either side does not record is not compared).
+RUN_SETTINGS: tuple[str, ...] = ("dataset", "shortcuts", "data_variant", "init")
+
+
+def _run_settings(run_info: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`RUN_SETTINGS` that ``run_info`` records, ``init`` as the start's name
+    (it may be recorded as ``{"name": ..., "command": ...}``; ``None``: no start)."""
+    settings = {name: run_info[name] for name in RUN_SETTINGS if name in run_info}
+    if isinstance(settings.get("init"), dict):
+        settings["init"] = settings["init"].get("name")
+    return settings
+
+
 def _resolve_precision(name: str, device: torch.device) -> Precision:
     if name == "auto":
         return pick_precision(device)
@@ -169,7 +193,10 @@ def train_dino(
             Under torchrun they run on every process and must decide alike.
         progress: show the tqdm bar and per-epoch lines (main process only).
         run_info: facts about the run kept in ``metrics.json`` under ``"run"`` (the
-            command line stores its command, dataset and shortcuts switch there).
+            command line stores its command, dataset and shortcuts switch there). Those
+            of :data:`RUN_SETTINGS` (``dataset``, ``shortcuts``, ``data_variant``,
+            ``init``) cannot change when a run resumes; one not given is kept from the
+            run's ``metrics.json``.
         augment: ``augment(images, step) -> crops`` instead of the built-in multi-crop
             augmentation (:class:`~teachkit.dino.batched_augment.BatchedMultiCrop` of
             ``config.crops``, drawn from ``(seed, step)``). ``images`` is this process's
@@ -186,7 +213,9 @@ def train_dino(
     Raises:
         NonFiniteLossError: the loss became NaN/inf (the message names the step and
             the likely causes).
-        ValueError: a malformed config, backbone or data batch. What can be checked
+        ValueError: a run resumed with other :data:`RUN_SETTINGS` than it recorded (the
+            message names each, with both values); a malformed config, backbone or data
+            batch. What can be checked
             before the first step is: an ``out_dir`` that is a file (or under one),
             ``eval_data`` of the wrong shapes or with fewer bank images than
             ``config.knn_k``, a first batch of float images outside [0, 1].
@@ -570,12 +599,21 @@ class _Run:
     def _resume(self) -> int:
         """Load the latest checkpoint of out_dir (if any); the step to continue from.
         Changed settings other than :data:`~teachkit.dino.config.FREE_TO_CHANGE` are
-        named in a warning (:func:`teachkit.run.resume_run`)."""
+        named in a warning (:func:`teachkit.run.resume_run`); a changed
+        :data:`RUN_SETTINGS` fact is an error, and one this session does not give is
+        kept from ``metrics.json``."""
         ckpt = resume_run(
             self.cfg.out_dir, self.cfg.to_dict(), free_to_change=FREE_TO_CHANGE, stacklevel=4
         )
         if ckpt is None:
             return 0
+        saved = recorded_run(self.cfg.out_dir)
+        check_same_run(
+            self.cfg.out_dir, _run_settings(saved), _run_settings(self.run_info), RUN_SETTINGS
+        )
+        for name in RUN_SETTINGS:  # what this session does not say, the run recorded
+            if name in saved and name not in self.run_info:
+                self.run_info[name] = saved[name]
         try:
             self.student.load_state_dict(ckpt["student"])
             self.teacher.load_state_dict(ckpt["teacher"])
