@@ -2,23 +2,28 @@
 
 Examples::
 
-    # two CPU cores, a few minutes: ViT-nano on the procedural shapes stream
-    python -m teachkit.train dino --profile quick --out runs/dino_quick
+    # two CPU cores, a few minutes: the small CNN on the procedural critters stream
+    python -m teachkit.train dino --preset quick --out runs/dino_quick
+
+    # the recipe of a shipped model (teachkit/dino/presets.py), a flag overriding it
+    python -m teachkit.train dino --preset vit_nano_critters --epochs 60 --out runs/vit
 
     # a GPU: ViT-S/4 on CIFAR-10, 100 epochs, resumable
-    python -m teachkit.train dino --profile full --dataset cifar10 --arch vit_small \\
+    python -m teachkit.train dino --preset full --dataset cifar10 --arch vit_small \\
         --patch-size 4 --epochs 100 --batch-size 256 --out runs/dino_cifar
 
     # several GPUs of one machine (each process gets --batch-size images)
-    torchrun --nproc_per_node=4 -m teachkit.train dino --profile full --out runs/ddp
+    torchrun --nproc_per_node=4 -m teachkit.train dino --preset full --out runs/ddp
 
     # Colab: fetch CIFAR-10 into the fresh runtime, keep checkpoints on Google Drive,
     # re-run the same line to resume
-    python -m teachkit.train dino --profile full --download --out /content/drive/MyDrive/dino
+    python -m teachkit.train dino --preset full --download --out /content/drive/MyDrive/dino
 
 Every ``DINOConfig`` field is a flag (``--teacher-temp 0.07``, ``--no-norm-last-layer``,
-``--local-crops-number 6`` ...) with the help text of the field; ``--profile`` only
-changes the defaults (see :data:`PRESETS`). The output directory receives
+``--local-crops-number 6`` ...) with the help text of the field, every ``CrittersConfig``
+field a data-variant flag (``--critters-context-strength 0``), ``--init NAME`` starts from
+a shipped backbone; ``--preset`` (alias ``--profile``) only changes the defaults (see
+:data:`PRESETS`). The output directory receives
 ``checkpoint.pt`` (atomic, resumed automatically) and ``metrics.json`` (config, per-step
 and per-epoch history).
 
