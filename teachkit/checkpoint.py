@@ -37,6 +37,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_latest",
+    "load_latest_file",
     "capture_rng_state",
     "restore_rng_state",
 ]
@@ -104,15 +105,34 @@ def load_latest(
     Tries ``name`` then ``name.prev`` (left by :func:`save_checkpoint`); a file that
     cannot be read is reported with a warning and skipped.
     """
+    found = load_latest_file(directory, name=name, map_location=map_location, stacklevel=3)
+    return None if found is None else found[0]
+
+
+def load_latest_file(
+    directory: str | Path,
+    *,
+    name: str = CHECKPOINT_NAME,
+    map_location: str | torch.device = "cpu",
+    stacklevel: int = 2,
+) -> tuple[dict, Path] | None:
+    """:func:`load_latest`, with the file it read: ``(checkpoint, path)`` or ``None``.
+
+    ``path`` is ``directory/name``, or ``directory/name.prev`` when the newest is
+    missing or unreadable (a kill between the two renames of :func:`save_checkpoint`
+    leaves only ``.prev``). ``stacklevel`` is that of the warnings, counted from here.
+    """
     directory = Path(directory)
     for candidate in (directory / name, directory / f"{name}.prev"):
         if not candidate.is_file():
             continue
         try:
-            return load_checkpoint(candidate, map_location)
+            return load_checkpoint(candidate, map_location), candidate
         except Exception as err:  # noqa: BLE001 - any unreadable file: try the older one
             warnings.warn(
-                f"checkpoint {candidate} is unreadable ({err}); trying an older one", stacklevel=2
+                f"checkpoint {candidate} is unreadable ({type(err).__name__}: {err}); "
+                "trying an older one",
+                stacklevel=stacklevel,
             )
     return None
 

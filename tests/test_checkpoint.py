@@ -12,6 +12,7 @@ from teachkit.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     load_latest,
+    load_latest_file,
     restore_rng_state,
     save_checkpoint,
 )
@@ -33,6 +34,15 @@ def test_a_damaged_newest_file_falls_back_to_prev(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"half a checkpoi")
     with pytest.warns(UserWarning, match="is unreadable"):
         assert load_latest(tmp_path)["step"] == 1
+
+
+def test_load_latest_file_says_which_file_it_read(tmp_path):
+    assert load_latest_file(tmp_path) is None
+    save_checkpoint({"step": 1}, tmp_path / "checkpoint.pt")
+    save_checkpoint({"step": 2}, tmp_path / "checkpoint.pt")
+    assert load_latest_file(tmp_path) == ({"step": 2}, tmp_path / "checkpoint.pt")
+    (tmp_path / "checkpoint.pt").unlink()  # killed between the two renames of a save
+    assert load_latest_file(tmp_path) == ({"step": 1}, tmp_path / "checkpoint.pt.prev")
 
 
 def test_a_failed_save_leaves_the_old_checkpoint_and_no_temporary_file(tmp_path):

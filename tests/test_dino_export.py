@@ -98,3 +98,72 @@ def test_history_only_ships_no_weights_and_missing_facts_are_named(run_dir, tmp_
         FileNotFoundError, match="checkpoint.pt is missing: is .* a DINO run directory"
     ):
         ship_run(tmp_path / "nowhere", "x", "y", directory=tmp_path)
+
+
+def test_a_name_that_is_a_path_is_refused_before_anything_runs(run_dir, tmp_path):
+    for name in ("../../x", "runs/x", "", ".."):
+        with pytest.raises(ValueError, match=r"checkpoint name .* must be a plain file name"):
+            ship_run(run_dir, name, "d", directory=tmp_path / "shipped")
+    assert not (tmp_path / "shipped").exists() and not (tmp_path.parent / "x.json").exists()
+
+
+def _copy(run_dir, tmp_path):
+    import shutil
+
+    return shutil.copytree(run_dir, tmp_path / "copy")
+
+
+def test_an_unreadable_metrics_json_or_checkpoint_names_the_file(run_dir, tmp_path):
+    run = _copy(run_dir, tmp_path)
+    (run / "metrics.json").write_text('{"config": {"arch": ')
+    with pytest.raises(ValueError, match=f"{run / 'metrics.json'} is not readable JSON"):
+        load_run(run)
+    (run / "metrics.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=f"{run / 'metrics.json'} must hold a JSON object"):
+        ship_run(run, "x", "d", directory=tmp_path)
+    (run / "metrics.json").unlink()
+    with pytest.raises(FileNotFoundError, match="metrics.json is missing"):
+        load_run(run)
+    (run / "metrics.json").write_text((run_dir / "metrics.json").read_text())
+    torch.save({"step": 3}, run / "checkpoint.pt")  # readable, but no DINO run
+    with pytest.raises(ValueError, match=f"{run / 'checkpoint.pt'} is not a DINO checkpoint"):
+        load_run(run)
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    ckpt["config"]["batch_size"] = 0
+    torch.save(ckpt, run / "checkpoint.pt")
+    with pytest.raises(ValueError, match="checkpoint.pt: its config is not a DINOConfig "
+                                         r"\(batch_size must be >= 1"):
+        load_run(run)
+    (run / "checkpoint.pt").write_bytes(b"half a checkpoint")
+    with pytest.warns(UserWarning, match="checkpoint.pt is unreadable"):
+        with pytest.raises(ValueError, match=f"no readable checkpoint in {run}: "):
+            load_run(run)
+
+
+def test_an_unreadable_checkpoint_ships_the_one_before_it_with_its_own_history(run_dir, tmp_path):
+    """As a resumed run does (teachkit.checkpoint.load_latest): checkpoint.pt.prev."""
+    run = _copy(run_dir, tmp_path)
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    ckpt["history"]["steps"] = ckpt["history"]["steps"][:1]  # an earlier save: one step
+    torch.save(ckpt, run / "checkpoint.pt.prev")
+    (run / "checkpoint.pt").write_bytes(b"half a checkpoint")
+    with pytest.warns(UserWarning, match=r"checkpoint.pt is unreadable \(\w+"):
+        with pytest.warns(UserWarning, match=r"shipping the checkpoint before it, .*\.prev"):
+            backbone, _, metrics = load_run(run)
+    torch.testing.assert_close(backbone.cls_token, ckpt["teacher"]["backbone.cls_token"])
+    assert len(metrics["steps"]) == 1 and metrics["run"]["command"]
+    (run / "checkpoint.pt").unlink()  # killed between the two renames of a save
+    with pytest.warns(UserWarning, match="shipping the checkpoint before it"):
+        card = ship_run(run, "prev", "d", directory=tmp_path, history_only=True,
+                        n_train=100, n_test=50)
+    assert card.history["step"] == [0]
+
+
+def test_a_start_recorded_by_name_is_named_on_the_card(run_dir, tmp_path):
+    run = _copy(run_dir, tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["run"]["init"] = "dino_cnn_critters"
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    card = ship_run(run, "named", "d", directory=tmp_path, history_only=True,
+                    n_train=100, n_test=50)
+    assert card.init == "dino_cnn_critters"

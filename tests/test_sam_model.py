@@ -277,8 +277,31 @@ def test_checkpoint_round_trip_and_strict_errors(tmp_path):
     small = build_sam_from_config(SMALL)
     with pytest.raises(ValueError, match="shape mismatches"):
         load_sam_checkpoint(small, path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"SAM checkpoint not found: .*missing.pth"):
         build_sam("vit_tiny_shapes", tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        lambda good: good[: len(good) // 2],  # truncated (a download cut short)
+        lambda good: b"<html>404 Not Found</html>",  # not a checkpoint at all
+        lambda good: b"",
+    ],
+)
+def test_an_unreadable_checkpoint_names_the_file(tmp_path, body):
+    path = tmp_path / "tiny.pth"
+    torch.save(build_sam("vit_tiny_shapes").state_dict(), path)
+    path.write_bytes(body(path.read_bytes()))
+    model = build_sam("vit_tiny_shapes")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"SAM checkpoint {path} cannot be read \(\w+: .*\); "
+                                         "it may be truncated or not a PyTorch checkpoint"):
+        load_sam_checkpoint(model, path)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    torch.save({"step": 3}, path)  # a readable file that holds no weights
+    with pytest.raises(ValueError, match=rf"SAM checkpoint {path}: values must be tensors"):
+        load_sam_checkpoint(model, path)
 
 
 def test_tiny_config_matches_official_architecture():

@@ -23,17 +23,20 @@ from __future__ import annotations
 import json
 import shlex
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from teachkit.checkpoint import load_checkpoint
+from teachkit.checkpoint import CHECKPOINT_NAME, load_latest_file
 from teachkit.dino.config import DINOConfig
 from teachkit.models.registry import build_backbone
-from teachkit.pretrained import ModelCard, save_card, save_shipped
+from teachkit.pretrained import ModelCard, check_shipped_name, save_card, save_shipped
 from teachkit.profiles import seed_everything
+from teachkit.run import METRICS_NAME
+from teachkit.weights import load_strict
 
 __all__ = ["build_run_backbone", "evaluate_backbone", "load_run", "portable_command", "ship_run"]
 
@@ -58,20 +61,66 @@ def build_run_backbone(config: DINOConfig) -> nn.Module:
 
 
 def load_run(run_dir: str | Path) -> tuple[nn.Module, DINOConfig, dict[str, Any]]:
-    """The trained teacher backbone, the config and ``metrics.json`` of a run directory."""
+    """The trained teacher backbone, the config and ``metrics.json`` of a run directory.
+
+    The checkpoint is read as a resumed run reads it
+    (:func:`~teachkit.checkpoint.load_latest_file`): ``checkpoint.pt``, or
+    ``checkpoint.pt.prev`` with a warning when the newest is missing or unreadable; the
+    metrics then keep the steps and epochs that checkpoint holds, so the card's history
+    ends where its weights do.
+
+    Raises:
+        FileNotFoundError: ``metrics.json`` or every checkpoint is missing.
+        ValueError: ``metrics.json`` is not JSON (or not an object), no checkpoint can
+            be read, or the one read holds no DINO run (no config or teacher, a config
+            or teacher that does not fit); the message names the file.
+    """
     run_dir = Path(run_dir)
-    ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.json"
+    ckpt_path, metrics_path = run_dir / CHECKPOINT_NAME, run_dir / METRICS_NAME
+    prev = ckpt_path.with_name(ckpt_path.name + ".prev")
     for path in (ckpt_path, metrics_path):
-        if not path.is_file():
+        if not path.is_file() and not (path == ckpt_path and prev.is_file()):
             raise FileNotFoundError(f"{path} is missing: is {run_dir} a DINO run directory?")
-    ckpt = load_checkpoint(ckpt_path)
-    config = DINOConfig.from_dict(ckpt["config"])
+    metrics = _read_metrics(metrics_path)
+    found = load_latest_file(run_dir, stacklevel=3)
+    if found is None:
+        raise ValueError(
+            f"no readable checkpoint in {run_dir}: {ckpt_path} and {prev} could not be loaded "
+            "(the warnings say why); the run cannot be shipped"
+        )
+    ckpt, path = found
+    if path != ckpt_path:
+        warnings.warn(
+            f"{ckpt_path} is missing or unreadable: shipping the checkpoint before it, {path} "
+            f"(step {ckpt.get('step') if isinstance(ckpt, dict) else '?'})",
+            stacklevel=2,
+        )
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("teacher"), dict) or (
+        "config" not in ckpt
+    ):
+        raise ValueError(f"{path} is not a DINO checkpoint: it holds no 'config' and 'teacher'")
+    try:
+        config = DINOConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: its config is not a DINOConfig ({err})") from None
     backbone = build_run_backbone(config)
     prefix = "backbone."
     state = {k[len(prefix) :]: v for k, v in ckpt["teacher"].items() if k.startswith(prefix)}
-    backbone.load_state_dict(state, strict=True)
-    metrics = json.loads(metrics_path.read_text())
+    load_strict(backbone, state, source=f"the teacher backbone in {path}")
+    if path != ckpt_path and isinstance(ckpt.get("history"), dict):
+        metrics = {**metrics, **ckpt["history"]}
     return backbone.eval(), config, metrics
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    """``metrics.json`` as a dict; a ValueError naming it when it is not JSON's object."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{path} is not readable JSON ({err}); the run cannot be shipped") from err
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(metrics).__name__}")
+    return metrics
 
 
 def evaluate_backbone(
@@ -157,6 +206,14 @@ def portable_command(command: str, name: str) -> str:
     return shlex.join(words)
 
 
+def _start_name(init: object) -> str:
+    """The shipped model a run started from, as ``run_info["init"]`` records it (its
+    name, or a dict whose ``"name"`` is it); ``""`` for none."""
+    if isinstance(init, dict):
+        return str(init.get("name") or "")
+    return str(init or "")
+
+
 def _subsample(rows: list[dict[str, float]], keys: tuple[str, ...]) -> dict[str, list[float]]:
     stride = max(1, len(rows) // _HISTORY_POINTS)
     picked = rows[::stride]
@@ -186,7 +243,14 @@ def ship_run(
     ``metrics.json`` (runs started before the trainer recorded them must pass them).
     The results are measured on ``procedural_splits(dataset, n_train, n_test, seed=0)`` of
     the dataset the run trained on (``metrics.json`` records it; shapes for older runs).
+
+    Raises:
+        ValueError: ``name`` is not a plain file name
+            (:func:`teachkit.pretrained.check_shipped_name`: nothing outside the shipped
+            folder is ever written), checked before anything is evaluated; a
+            ``metrics.json`` or checkpoint that cannot be read (:func:`load_run`).
     """
+    check_shipped_name(name)
     backbone, config, metrics = load_run(run_dir)
     run = metrics.get("run", {})
     epochs = metrics.get("epochs", [])
@@ -244,7 +308,7 @@ def ship_run(
         created=time.strftime("%Y-%m-%d"),
         config={**config.to_dict(), "out_dir": None, "device": None},
         data_variant=dict(variant),
-        init=(run.get("init") or {}).get("name", ""),
+        init=_start_name(run.get("init")),
     )
     if history_only:
         save_card(card, directory)

@@ -84,23 +84,32 @@ def load_sam_checkpoint(model: Sam, checkpoint: str | Path) -> None:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: keys are missing or unexpected, or shapes differ; the message lists
-            them (a wrong model size is the usual cause); or a file that holds no
-            mapping of names to tensors.
+        ValueError: a file ``torch.load`` cannot read (truncated, damaged, not a
+            checkpoint at all, or a pickle that needs more than tensors and containers);
+            keys that are missing or unexpected, or shapes that differ, listed (a wrong
+            model size is the usual cause); or a file that holds no mapping of names to
+            tensors. Every message names the file.
     """
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"SAM checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated or foreign files fail in many ways
+        raise ValueError(
+            f"SAM checkpoint {path} cannot be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); it may be truncated "
+            "or not a PyTorch checkpoint: download or save it again"
+        ) from err
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     try:
-        load_strict(model, state, source=f"checkpoint {path.name}")
+        load_strict(model, state, source=f"SAM checkpoint {path}")
     except StateDictMismatchError as err:
         # The shared check; the message keeps SAM's wording (Python lists of keys, which
         # tests/test_sam_model.py matches) and adds the usual cause.
         raise ValueError(
-            f"checkpoint {path.name} does not match the model "
+            f"checkpoint {path} does not match the model "
             f"(is it for another size?): missing keys {_head(err.missing)}; "
             f"unexpected keys {_head(err.unexpected)}; shape mismatches {_head(err.mismatched)}"
         ) from None
