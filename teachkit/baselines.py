@@ -20,7 +20,7 @@ from teachkit.cli_checks import check_device, check_output_folder, usage_errors
 from teachkit.data.datasets import PROCEDURAL, procedural_splits, procedural_stream
 from teachkit.knn import extract_features, knn_accuracy
 from teachkit.models.registry import build_backbone, check_arch, is_vit
-from teachkit.pretrained import ModelCard, save_shipped
+from teachkit.pretrained import ModelCard, check_shipped_name, save_shipped
 from teachkit.profiles import hardware_name, pick_device, seed_everything
 from teachkit.run import command_line, write_metrics
 
@@ -39,6 +39,8 @@ def _check_args(args: argparse.Namespace) -> None:
             value = getattr(args, name, 1.0)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{flag} must be a positive number, got {value}")
+        if args.ship is not None:
+            check_shipped_name(args.ship, "--ship")
         if getattr(args, "code_dim", 1) < 1:
             raise ValueError(f"--code-dim must be >= 1, got {args.code_dim}")
         if hasattr(args, "arch"):

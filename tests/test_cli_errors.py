@@ -128,3 +128,11 @@ def test_ship_dino_needs_a_run_folder(tmp_path, capsys):
     argv = ["ship-dino", "--run", str(tmp_path / "none"), "--name", "x", "--description", "d"]
     line = usage_error(argv, capsys)
     assert "is not a folder (the --out of a DINO run)" in line
+
+
+@pytest.mark.parametrize("command", ["sam", "unet", "autoencoder", "contrastive", "supervised"])
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", ""])
+def test_ship_names_that_are_paths_are_usage_errors(tmp_path, capsys, command, name):
+    line = usage_error([command, "--ship", name, "--out", str(tmp_path / "run")], capsys)
+    assert f"error: --ship {name!r} must be a plain file name" in line
+    assert not (tmp_path / "run").exists()

@@ -45,6 +45,23 @@ def test_a_card_ships_without_weights(tmp_path, monkeypatch):
         pretrained.load_card("nope")
 
 
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "", ".hidden", "a b", "a\\b", "é"])
+def test_a_name_that_is_not_a_plain_file_name_writes_nothing(tmp_path, name):
+    shipped = tmp_path / "teachkit" / "pretrained"
+    with pytest.raises(ValueError, match=r"checkpoint name .* must be a plain file name"):
+        save_shipped(torch.nn.Linear(4, 3), _card(name), shipped)
+    with pytest.raises(ValueError, match=r"checkpoint name .* must be a plain file name"):
+        pretrained.save_card(_card(name), shipped)
+    assert [p for p in tmp_path.rglob("*")] == []  # not even the folder
+    with pytest.raises(ValueError, match=r"--ship '\.\./x' must be a plain file name"):
+        pretrained.check_shipped_name("../x", "--ship")
+
+
+def test_every_shipped_name_is_a_plain_name():
+    for name in pretrained.cards():
+        assert pretrained.check_shipped_name(name) == name
+
+
 def test_load_or_train_trains_when_nothing_is_shipped(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path)
     calls = []

@@ -15,6 +15,7 @@ into the model's dtype by the strict loader, :func:`teachkit.weights.load_strict
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,10 +27,12 @@ from torch import nn
 
 from teachkit.weights import load_strict
 
-__all__ = ["ModelCard", "SHIPPED_DIR", "available", "cards", "load_card", "load_shipped",
-           "load_or_train", "save_card", "save_shipped"]
+__all__ = ["ModelCard", "SHIPPED_DIR", "available", "cards", "check_shipped_name", "load_card",
+           "load_shipped", "load_or_train", "save_card", "save_shipped"]
 
 SHIPPED_DIR = Path(__file__).parent
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass
@@ -106,6 +109,24 @@ def cards() -> list[str]:
     return sorted(p.stem for p in SHIPPED_DIR.glob("*.json"))
 
 
+def check_shipped_name(name: object, what: str = "checkpoint name") -> str:
+    """``name`` if it can be the file stem of a shipped checkpoint, else a ValueError
+    that calls it ``what`` (a command line passes its flag, ``"--ship"``).
+
+    A name becomes ``NAME.pt``, ``NAME.json`` and ``NAME.md`` in the shipped folder, so
+    it must be a plain name: letters, digits, ``_``, ``.`` and ``-`` only, not starting
+    with ``.``. A path (``../../x``, ``a/b``), an empty name or a hidden one would write
+    outside the folder, or where no one looks.
+    """
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or name.startswith("."):
+        raise ValueError(
+            f"{what} {name!r} must be a plain file name: letters, digits, '_', '.' "
+            "and '-' only, not starting with '.' (no '/', no '..', not empty), e.g. "
+            "'dino_vit_nano_critters'"
+        )
+    return name
+
+
 def _path(name: str, suffix: str) -> Path:
     if name not in available():
         raise ValueError(f"no shipped checkpoint {name!r}; available: {available()}")
@@ -136,7 +157,13 @@ def load_shipped(name: str, model: nn.Module) -> ModelCard:
 
 
 def save_shipped(model: nn.Module, card: ModelCard, directory: Path | None = None) -> Path:
-    """Write ``NAME.pt`` (float tensors as float16), ``NAME.json`` and ``NAME.md``."""
+    """Write ``NAME.pt`` (float tensors as float16), ``NAME.json`` and ``NAME.md``.
+
+    Raises:
+        ValueError: ``card.name`` is not a plain name (:func:`check_shipped_name`);
+            nothing is written.
+    """
+    check_shipped_name(card.name)
     directory = Path(directory or SHIPPED_DIR)
     directory.mkdir(parents=True, exist_ok=True)
     state = {
@@ -150,7 +177,12 @@ def save_shipped(model: nn.Module, card: ModelCard, directory: Path | None = Non
 
 
 def save_card(card: ModelCard, directory: Path | None = None) -> Path:
-    """Write ``NAME.json`` and ``NAME.md`` only: a run shipped for its metric history."""
+    """Write ``NAME.json`` and ``NAME.md`` only: a run shipped for its metric history.
+
+    Raises:
+        ValueError: ``card.name`` is not a plain name (:func:`check_shipped_name`).
+    """
+    check_shipped_name(card.name)
     directory = Path(directory or SHIPPED_DIR)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{card.name}.json").write_text(json.dumps(asdict(card), indent=1))

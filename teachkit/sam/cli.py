@@ -26,11 +26,14 @@ def _config_from_args(args: argparse.Namespace, cls: type) -> Any:
     """The config from the flags, checked with the run flags before any training: a bad
     value is a usage error (``parser.error``: message, exit status 2, no traceback)."""
     from teachkit.cli_checks import check_device, check_output_folder, usage_errors
+    from teachkit.pretrained import check_shipped_name
 
     with usage_errors(args):
         cfg = cls(**flag_values(args, cls))
         if args.eval_scenes < 1:
             raise ValueError(f"--eval-scenes must be >= 1, got {args.eval_scenes}")
+        if args.ship is not None:
+            check_shipped_name(args.ship, "--ship")
         check_output_folder(args.out)
         check_device(cfg.device)
     return cfg
