@@ -136,3 +136,11 @@ def test_ship_names_that_are_paths_are_usage_errors(tmp_path, capsys, command, n
     line = usage_error([command, "--ship", name, "--out", str(tmp_path / "run")], capsys)
     assert f"error: --ship {name!r} must be a plain file name" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_ship_dino_name_that_is_a_path_is_a_usage_error(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    argv = ["ship-dino", "--run", str(run), "--name", "../../x", "--description", "d"]
+    line = usage_error(argv, capsys)
+    assert "../../x" in line and "plain" in line

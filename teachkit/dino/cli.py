@@ -304,7 +304,8 @@ def run_dino(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
                 run_info=run_info,
             )
-        except (UniformCollapseError, NonFiniteLossError) as err:
+        except (UniformCollapseError, NonFiniteLossError, ValueError) as err:
+            # ValueError: a resumed run whose recorded dataset, data variant or start differ
             print(f"python -m teachkit.train dino: error: {err}", file=sys.stderr)
             return 1
         if dist.is_main_process():
@@ -362,16 +363,17 @@ def run_ship(args: argparse.Namespace) -> int:
     if not Path(args.run).is_dir():
         args._parser.error(f"--run {args.run!r} is not a folder (the --out of a DINO run)")
 
-    card = ship_run(
-        args.run,
-        args.name,
-        args.description,
-        command=args.train_command,
-        hardware=args.hardware,
-        wall_time_s=args.wall_time_s,
-        history_only=args.history_only,
-        n_train=args.split[0],
-        n_test=args.split[1],
-    )
+    with usage_errors(args, ValueError, FileNotFoundError):  # a bad --name, an unreadable run
+        card = ship_run(
+            args.run,
+            args.name,
+            args.description,
+            command=args.train_command,
+            hardware=args.hardware,
+            wall_time_s=args.wall_time_s,
+            history_only=args.history_only,
+            n_train=args.split[0],
+            n_test=args.split[1],
+        )
     print(card.summary())
     return 0
