@@ -37,21 +37,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2: a Colab CPU)")
     parser.add_argument("--gain", type=float, default=10.0, help="points over random init (10)")
     parser.add_argument("--tiny", action="store_true", help="a few steps on a small split")
+    parser.add_argument("--stop", action="store_true", help="stop once the gain is reached")
     parser.add_argument("--out", default=None, help="write the results here as JSON")
     parser.add_argument("dino", nargs="*", help="flags of python -m teachkit.train dino")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    flags = args.dino or ["--preset", "quick"]
+    flags = list(args.dino or ["--preset", "quick"])
     if args.tiny:
         flags += ["--max-steps", "4", "--steps-per-epoch", "2", "--batch-size", "8",
                   "--knn-train", "200", "--knn-test", "100"]
     with tempfile.TemporaryDirectory() as tmp:
-        if "--out" not in flags:
-            flags += ["--out", f"{tmp}/run"]
-        dino_args = build_parser().parse_args(["dino", "--no-progress", *flags])
+        out = [] if "--out" in flags else ["--out", f"{tmp}/run"]
+        dino_args = build_parser().parse_args(["dino", "--no-progress", *flags, *out])
         cfg, data, eval_data, backbone, run_info = _prepare_dino(dino_args)
         bank, bank_labels, queries, query_labels = eval_data
-        start = time.perf_counter()
         random_init = backbone or build_run_backbone(cfg)
         feats = [extract_features(random_init, x, progress=False) for x in (bank, queries)]
         base = float(knn_accuracy(feats[0], bank_labels, feats[1], query_labels)["top1"])
@@ -67,6 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
                 curve.append(row)
                 print(f"step {row['step']:5d}  {row['seconds']:7.1f} s  k-NN {row['knn_top1']:5.1f} %"
                       f"  ({row['gain']:+.1f})", flush=True)
+                return args.stop and row["gain"] >= args.gain
             return False
 
         train_dino(cfg, data, backbone=backbone, eval_data=eval_data, callbacks=[watch],
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     when = f"{reached['seconds']:.0f} s (step {reached['step']})" if reached else "not reached"
     print(f"time to +{args.gain:g} points: {when}")
     result = {
-        "flags": flags if "--out" not in (args.dino or []) else args.dino,
+        "command": "python -m teachkit.train dino " + " ".join(flags),
         "threads": args.threads,
         "hardware": hardware_name(torch.device("cpu")),
         "queries": int(len(queries)),
