@@ -87,3 +87,49 @@ def test_every_figure_has_alt_text_and_a_caption(path):
         where = "".join(cell["source"])[:60]
         assert len(meta.get("image", {}).get("alt", "")) > 20, f"no alt text: {where}"
         assert len(meta.get("figure", {}).get("caption", "")) > 20, f"no caption: {where}"
+
+
+# ---- the data each page names per chapter is the data the notebook loads ----------------
+LOADERS = {  # calls that draw a procedural dataset in a notebook's code
+    "critters": re.compile(r"\b(make_critters|critters_splits|CrittersStream|make_critter_scenes)\s*\("),
+    "shapes": re.compile(r"\b(make_shapes|shapes_splits|ShapesStream|make_scenes)\s*\("),
+}
+DATA_PAGES = {  # where a page names, per dataset, the chapters that use it
+    "book/setup.md": r"\| Data \| (.*?) \|",
+    "book/instructors.md": r"- it uses the built-in procedural datasets, (.*?);",
+}
+
+
+def _chapters_named(text: str) -> dict[int, set[str]]:
+    """``"critters (Chapters 1–5 and 7), shapes (Chapter 6)"`` -> {1: {"critters"}, ...}."""
+    named: dict[int, set[str]] = {}
+    for dataset in LOADERS:
+        for group in re.findall(rf"\*?{dataset}\*? \(([^)]*)\)", text):
+            for a, b in re.findall(r"(\d+)(?:\s*[–-]\s*(\d+))?", group):
+                for chapter in range(int(a), int(b or a) + 1):
+                    named.setdefault(chapter, set()).add(dataset)
+    return named
+
+
+def _chapters_loaded() -> dict[int, set[str]]:
+    loaded = {}
+    for nb in NOTEBOOKS:
+        code = "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"]
+                         if c["cell_type"] == "code")
+        loaded[int(nb.name[:2])] = {d for d, pattern in LOADERS.items() if pattern.search(code)}
+    return loaded
+
+
+@pytest.mark.parametrize("page", DATA_PAGES)
+def test_pages_name_the_data_each_chapter_loads(page):
+    text = " ".join((ROOT / page).read_text().split())
+    match = re.search(DATA_PAGES[page], text)
+    assert match, f"{page}: no sentence naming the quick profile's data per chapter"
+    named, loaded = _chapters_named(match.group(1)), _chapters_loaded()
+    assert named == loaded, f"{page} names {named}; the notebooks load {loaded}"
+
+
+def test_the_data_sentence_parser_reads_ranges_and_lists():
+    assert _chapters_named("critters (Chapters 1–3 and 7), shapes (Chapter 6, and Chapter "
+                           "2's live run)") == {1: {"critters"}, 2: {"critters", "shapes"},
+                                                3: {"critters"}, 7: {"critters"}, 6: {"shapes"}}

@@ -28,7 +28,8 @@ harmonics), so no two critters of a class share a silhouette. Position, scale,
 in-plane rotation, lighting (brightness and a colour cast) and clutter (10-16 small
 blobs of random colour) are drawn independently of the class, so raw pixels stay weak.
 :mod:`teachkit.data.shapes`, where only the silhouette carries the class, stays the
-data of the SAM chapters and of the shortcut lesson (Chapter 3).
+data of Chapter 6 (SAM) and of Chapter 2's live training; Chapter 3's shortcut lesson
+uses the critters' own backgrounds (``context_strength``).
 
 Why these settings: DINO learns what two views of one image share after the
 augmentations, so a nuisance that is constant over an image and survives cropping and
