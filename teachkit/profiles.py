@@ -17,27 +17,37 @@ Sizes that differ between profiles are written at the call site with
 :meth:`Profile.choose`, so a reader sees both values side by side::
 
     epochs = P.choose(quick=2, full=100)
+
+A long full-profile run keeps its checkpoints in :func:`run_dir`: the student's Google
+Drive on Colab, when it is mounted, so the run survives a disconnect and resumes
+(``book/colab.md``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import random
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import torch
 
 __all__ = [
+    "COLAB_DRIVE",
     "PROFILES",
     "Precision",
     "Profile",
     "get_profile",
     "hardware_name",
+    "on_colab",
     "pick_device",
     "pick_precision",
+    "run_dir",
     "seed_everything",
     "count_parameters",
 ]
@@ -46,6 +56,12 @@ PROFILES: tuple[str, ...] = ("quick", "full")
 ENV_VAR = "TEACHKIT_PROFILE"
 
 T = TypeVar("T")
+
+#: Where Colab shows the student's Google Drive once it is mounted with
+#: ``drive.mount("/content/drive")``.
+COLAB_DRIVE = Path("/content/drive/MyDrive")
+#: The course's folder of runs inside the Drive.
+DRIVE_RUNS = Path("teachkit") / "runs"
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -215,3 +231,63 @@ def get_profile(name: str | None = None, device: str | None = None) -> Profile:
         return Profile("quick", dev, pick_precision(dev), "shapes", offline=True)
     dev = pick_device(device)
     return Profile("full", dev, pick_precision(dev), "cifar10", offline=False)
+
+
+def on_colab() -> bool:
+    """True inside a Google Colab runtime: ``COLAB_RELEASE_TAG`` is set (Colab sets it in
+    every runtime) or ``google.colab`` can be imported."""
+    if os.environ.get("COLAB_RELEASE_TAG"):
+        return True
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except (ImportError, ValueError):  # no ``google`` package at all, or a stub without a spec
+        return False
+
+
+def run_dir(name: str) -> Path:
+    """The folder where the long run ``name`` keeps ``checkpoint.pt`` and ``metrics.json``.
+
+    * On Colab with the Google Drive mounted: ``/content/drive/MyDrive/teachkit/runs/NAME``.
+      The runtime's own disk is deleted when it disconnects; the Drive is not, and a
+      training command pointed at the same folder again resumes from its checkpoint.
+    * Everywhere else: ``runs/NAME``, relative to the working directory.
+
+    Nothing here mounts the Drive: the course touches it only once the student has run,
+    in a cell of their own, ::
+
+        from google.colab import drive
+        drive.mount("/content/drive")
+
+    On Colab without it the run goes to the runtime's disk, with a warning that says so.
+    Used by the full-profile cells of Chapters 3 and 5 (``--out`` of the DINO run on
+    CIFAR-10, and the folder Chapter 5 reads it back from); ``book/colab.md`` explains.
+
+    >>> str(run_dir("dino_cifar10"))     # not on Colab
+    'runs/dino_cifar10'
+
+    Args:
+        name: the run's name, one plain folder name (``"dino_cifar10"``).
+
+    Raises:
+        ValueError: ``name`` is empty, ``.`` or ``..``, or holds a path separator.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"run name must be a str, got {type(name).__name__} {name!r}")
+    separators = {"/", "\\", os.sep, os.altsep} - {None}
+    if name.strip() in ("", ".", "..") or any(sep in name for sep in separators):
+        raise ValueError(
+            f"run name {name!r} must be one plain folder name: not empty, '.' or '..', and "
+            "with no '/' or backslash (the folder is made under runs/), e.g. 'dino_cifar10'"
+        )
+    if not on_colab():
+        return Path("runs") / name
+    if COLAB_DRIVE.is_dir():
+        return COLAB_DRIVE / DRIVE_RUNS / name
+    warnings.warn(
+        f"Google Drive is not mounted: run {name!r} goes to runs/{name} on the runtime's disk, "
+        "which is deleted when Colab disconnects. To keep it and resume after a disconnect, "
+        'run `from google.colab import drive; drive.mount("/content/drive")` first, then '
+        "this cell again.",
+        stacklevel=2,
+    )
+    return Path("runs") / name
