@@ -89,10 +89,19 @@ def test_every_figure_has_alt_text_and_a_caption(path):
         assert len(meta.get("figure", {}).get("caption", "")) > 20, f"no caption: {where}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_citations_read_on_colab(path):
+    """Colab renders no MyST roles: a chapter cites with a plain link, never ``{cite}``."""
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] == "markdown":
+            text = "".join(cell["source"])
+            assert "{cite" not in text, f"a MyST citation role, shown raw on Colab: {text[:60]}"
+
+
 # ---- the data each page names per chapter is the data the notebook loads ----------------
 LOADERS = {  # calls that draw a procedural dataset in a notebook's code
     "critters": re.compile(r"\b(make_critters|critters_splits|CrittersStream|make_critter_scenes)\s*\("),
-    "shapes": re.compile(r"\b(make_shapes|shapes_splits|ShapesStream|make_scenes)\s*\("),
+    "shapes": re.compile(r"\b(make_shapes|shapes_splits|ShapesStream|make_scenes|make_clip)\s*\("),
 }
 DATA_PAGES = {  # where a page names, per dataset, the chapters that use it
     "book/setup.md": r"\| Data \| (.*?) \|",
