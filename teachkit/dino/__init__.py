@@ -8,6 +8,8 @@ One module per idea of the paper, in the order the course meets them:
 * :mod:`~teachkit.dino.loss`: centring, sharpening and the cross-view cross-entropy;
 * :mod:`~teachkit.dino.teacher`: the momentum (EMA) teacher;
 * :mod:`~teachkit.dino.schedules`: learning-rate, weight-decay, momentum, temperature;
+* :mod:`~teachkit.dino.step`: one step of Algorithm 1 (:func:`dino_step`), the pieces above
+  put together;
 * :mod:`~teachkit.dino.trainer`: the training loop (:func:`train_dino`), with
   :mod:`~teachkit.dino.config` (its settings), :mod:`~teachkit.dino.inputs` (what it
   accepts) and :mod:`~teachkit.dino.monitor` (the k-NN monitor and collapse guard);
@@ -26,6 +28,7 @@ from teachkit.dino.schedules import (
     scaled_lr,
     teacher_temp_schedule,
 )
+from teachkit.dino.step import dino_step
 from teachkit.dino.teacher import build_teacher, update_teacher
 from teachkit.dino.trainer import (
     DINOConfig,
@@ -52,6 +55,7 @@ __all__ = [
     "cancel_gradients_last_layer",
     "clip_gradients",
     "cosine_schedule",
+    "dino_step",
     "get_params_groups",
     "scaled_lr",
     "teacher_temp_schedule",

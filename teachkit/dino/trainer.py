@@ -1,6 +1,7 @@
 """Training DINO: the loop of Algorithm 1, with everything a real run needs around it.
 
-One step (DINO paper, Algorithm 1; official ``train_one_epoch``)::
+One step (DINO paper, Algorithm 1; official ``train_one_epoch``) is
+:func:`teachkit.dino.step.dino_step`, which Chapter 3 checks against its twenty-line loop::
 
     crops = multi_crop(images)                       # 2 global + n local views
     t = teacher(crops[:2]); s = student(crops)        # one backbone pass per resolution
@@ -42,7 +43,6 @@ of it is the ViT, the batched augmentation is about 0.08 s.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -60,7 +60,7 @@ from teachkit.compile_fallback import CompiledOrEager
 from teachkit.data.stream import ImageBatches, mix_seed
 from teachkit.dino.batched_augment import BatchedMultiCrop
 from teachkit.dino.config import FREE_TO_CHANGE, DINOConfig
-from teachkit.dino.head import DINOHead, MultiCropWrapper, cancel_gradients_last_layer
+from teachkit.dino.head import DINOHead, MultiCropWrapper
 from teachkit.dino.inputs import batches_from, check_run_inputs
 from teachkit.dino.loss import DINOLoss, DINOLossOutput
 from teachkit.dino.monitor import (
@@ -70,13 +70,13 @@ from teachkit.dino.monitor import (
     uniform_collapse_message,
 )
 from teachkit.dino.schedules import (
-    clip_gradients,
     cosine_schedule,
     get_params_groups,
     scaled_lr,
     teacher_temp_schedule,
 )
-from teachkit.dino.teacher import build_teacher, update_teacher
+from teachkit.dino.step import _region, dino_step
+from teachkit.dino.teacher import build_teacher
 from teachkit.models.registry import build_backbone
 from teachkit.profiles import BF16, FP16, FP32, Precision, pick_precision, seed_everything
 from teachkit.run import (
@@ -107,14 +107,6 @@ STEP_STATS: tuple[str, ...] = ("loss", "teacher_entropy", "batch_entropy", "kl",
 Callback = Callable[[str, dict[str, float]], "bool | None"]
 #: ``augment(images, step) -> crops``: the views of one batch (see :func:`train_dino`).
 Augment = Callable[[Tensor, int], "list[Tensor]"]
-
-
-def _region(name: str) -> contextlib.AbstractContextManager:
-    """The profiler label ``dino/<name>`` while a torch profiler records (the regions of
-    ``benchmarks/profile_dino_loop.py``); otherwise nothing, at no cost."""
-    if torch.autograd._profiler_enabled():
-        return torch.profiler.record_function(f"dino/{name}")
-    return contextlib.nullcontext()
 
 
 class UniformCollapseError(RuntimeError):
@@ -415,32 +407,22 @@ class _Run:
             group["lr"] = float(self.lr[step])
             if i == 0:  # only the first group is decayed
                 group["weight_decay"] = float(self.wd[step])
-        crops = self._augment(images, step)
-        with self.precision.autocast(self.device):
-            with torch.no_grad(), _region("teacher_forward"):
-                teacher_out = self.teacher_fwd(crops[:2])  # the teacher sees global views
-            with _region("student_forward"):
-                student_out = self.student_fwd(crops)
-        with _region("loss"):
-            out = self.loss_fn(
-                student_out.float().chunk(len(crops)),
-                teacher_out.float().chunk(2),
-                teacher_temp=float(self.teacher_temp[epoch]),
-            )
-        with _region("backward"):
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(out.loss).backward()
-        with _region("clip"):
-            if cfg.clip_grad > 0:
-                self.scaler.unscale_(self.optimizer)
-                clip_gradients(self.student, cfg.clip_grad)
-            cancel_gradients_last_layer(self.student, epoch, cfg.freeze_last_layer)
-        with _region("optimizer"):
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        with _region("ema"):
-            update_teacher(self.teacher, self.student, float(self.momentum[step]))
-        return out
+        return dino_step(
+            self.student,
+            self.teacher,
+            self.loss_fn,
+            self.optimizer,
+            self._augment(images, step),
+            teacher_temp=float(self.teacher_temp[epoch]),
+            momentum=float(self.momentum[step]),
+            clip_grad=cfg.clip_grad,
+            epoch=epoch,
+            freeze_last_layer=cfg.freeze_last_layer,
+            scaler=self.scaler,
+            autocast=lambda: self.precision.autocast(self.device),
+            student_forward=self.student_fwd,
+            teacher_forward=self.teacher_fwd,
+        )
 
     def _augment(self, images: Tensor, step: int) -> list[Tensor]:
         """Crops of this process's images; draws for the global batch from (seed, step)."""
