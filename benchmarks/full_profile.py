@@ -18,7 +18,8 @@ machine:
   CIFAR-10's format (50,000 + 10,000 random images) stand in for CIFAR-10;
 * per cell: the wall time (synchronised), the peak of allocated and of reserved GPU
   memory while it ran (what earlier cells still hold included: that is what must fit),
-  and pass / fail / out-of-memory, written after every cell.
+  the notebook process's peak resident host memory so far (a Colab runtime has about
+  12 GiB), and pass / fail / out-of-memory, written after every cell.
 
 The last code cell of each notebook asserts quick-profile numbers and is skipped, as in
 ``tests/test_full_profile_cells.py`` (which runs Chapters 4, 6 and 7 on the CPU at quick
@@ -30,7 +31,11 @@ Times are H100 times, not T4 times: a T4 is several times slower.
 
 ``--smoke`` runs on the CPU with the quick profile's sizes, small stand-ins for the
 official models and small CIFAR files: it checks the machinery (and that every
-full-profile branch at least runs), not the memory.
+full-profile branch at least runs), not the memory. The sizes a full branch writes
+without ``P.choose`` shrink too: a trainer given ``steps=`` runs at most
+``SMOKE_MAX_STEPS`` of them (Chapter 1's 6,000-step trainings), and a DINO head has
+at most ``SMOKE_OUT_DIM`` prototypes (Chapter 3's CIFAR-10 epoch: 65,536 of them make
+a 671 MB tensor of logits per step).
 
 Files written under ``--out`` (4): ``full_profile.md`` (the per-cell table),
 ``full_profile.json`` (everything), ``cells.jsonl`` (one line per cell as it finishes)
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import pickle
@@ -52,7 +58,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +83,12 @@ CIFAR_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
+#: --smoke: the most steps of a trainer called with ``steps=`` (the quick sizes' live runs
+#: are 100-150; the full branches' fixed 6,000 would keep one CPU core busy for an hour).
+SMOKE_MAX_STEPS = 20
+#: --smoke: the most prototypes of a DINO head (the recipe's 65,536, at batch 256 and 10
+#: crops, make 671 MB of logits per step: more than the smoke's host memory allows).
+SMOKE_OUT_DIM = 1024
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -219,6 +231,36 @@ def _small_stand_ins(patch: Callable[[Any, str, Any], None]) -> None:
     patch(vit, "VIT_SIZES", {**vit.VIT_SIZES, "vit_small": small})
 
 
+def _short_trainings(patch: Callable[[Any, str, Any], None]) -> None:
+    """--smoke: the trainings the full branches size without ``P.choose`` made small.
+
+    ``train_autoencoder`` and ``train_contrastive`` run at most ``SMOKE_MAX_STEPS`` steps;
+    ``train_dino``'s head has at most ``SMOKE_OUT_DIM`` prototypes (its steps are already
+    few: one epoch of the small CIFAR files is 19 steps of 256). The notebooks import
+    these functions from their modules after the patch, so they get the short ones.
+    """
+    from teachkit.dino import trainer
+    from teachkit.pretext import autoencoder, contrastive
+
+    def at_most_smoke_steps(train: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(train)
+        def short(*args: Any, steps: int, **kwargs: Any) -> Any:
+            return train(*args, steps=min(steps, SMOKE_MAX_STEPS), **kwargs)
+
+        return short
+
+    train_dino = trainer.train_dino
+
+    @functools.wraps(train_dino)
+    def small_head(config: Any, *args: Any, **kwargs: Any) -> Any:
+        config = replace(config, out_dim=min(config.out_dim, SMOKE_OUT_DIM))
+        return train_dino(config, *args, **kwargs)
+
+    patch(autoencoder, "train_autoencoder", at_most_smoke_steps(autoencoder.train_autoencoder))
+    patch(contrastive, "train_contrastive", at_most_smoke_steps(contrastive.train_contrastive))
+    patch(trainer, "train_dino", small_head)
+
+
 @contextlib.contextmanager
 def offline_full_profile(work: Path, *, smoke: bool, served: list[str]) -> Iterator[None]:
     """The environment of a student's full-profile run, offline.
@@ -227,8 +269,8 @@ def offline_full_profile(work: Path, *, smoke: bool, served: list[str]) -> Itera
     ``TEACHKIT_DATA`` points at the generated CIFAR files under ``work``; the working
     directory is ``work/cwd`` (chapters write ``runs/...`` there); figures are closed
     instead of shown. On CUDA, Python sees a T4's compute capability. With ``smoke``,
-    ``P.choose`` returns the quick value and the official models are small stand-ins.
-    Everything is restored on exit.
+    ``P.choose`` returns the quick value, the official models are small stand-ins and
+    the trainings are short (:func:`_short_trainings`). Everything is restored on exit.
     """
     import matplotlib
 
@@ -264,6 +306,7 @@ def offline_full_profile(work: Path, *, smoke: bool, served: list[str]) -> Itera
         if smoke:
             patch(Profile, "choose", lambda self, *, quick, full: quick)
             _small_stand_ins(patch)
+            _short_trainings(patch)
         os.chdir(work / "cwd")
         yield
     finally:
@@ -290,6 +333,7 @@ class CellResult:
     peak_allocated_gib: float | None = None
     peak_reserved_gib: float | None = None
     error: str = ""
+    peak_host_gib: float | None = None  # the process's peak resident memory so far
 
 
 def _first_line(src: str) -> str:
@@ -343,14 +387,22 @@ def run_notebook(stem: str, args: argparse.Namespace, log: Path) -> None:
                 result.peak_reserved_gib = torch.cuda.max_memory_reserved() / 2**30
                 if result.status == "oom":
                     torch.cuda.empty_cache()
+            result.peak_host_gib = peak_host_gib()
             write({"event": "done", **asdict(result)})
-            mem = "" if result.peak_reserved_gib is None else f" {result.peak_reserved_gib:.2f} GiB"
+            mem = f" host {result.peak_host_gib:.2f} GiB"
+            if result.peak_reserved_gib is not None:
+                mem += f", GPU {result.peak_reserved_gib:.2f} GiB"
             print(
                 f"{stem}[{i}] {result.status:<4} {result.seconds:7.1f} s{mem}  "
                 f"{result.first_line}  {result.error[:120]}",
                 flush=True,
             )
     write({"event": "served", "notebook": stem, "names": served})
+
+
+def peak_host_gib() -> float:
+    """This process's peak resident host memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 # ------------------------------------------------------------------------- the parent
@@ -412,25 +464,29 @@ def render_markdown(report: Report) -> str:
         f"{'SMOKE (CPU, quick sizes, small stand-ins)' if c['smoke'] else 'full sizes'}; "
         f"{report.total_s:.0f} s in all. Times are this card's, not a T4's.",
         "",
-        "| notebook | status | cells pass / run / all | seconds | peak reserved GiB |",
-        "| --- | --- | --- | --- | --- |",
+        "| notebook | status | cells pass / run / all | seconds | peak reserved GiB "
+        "| peak host GiB |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for stem, nb in report.notebooks.items():
         lines.append(
             f"| {stem} | {nb['status']} | {nb['passed']} / {nb['run']} / {nb['cells']} | "
-            f"{nb['seconds']:.0f} | {_gib(nb['peak_reserved_gib'])} |"
+            f"{nb['seconds']:.0f} | {_gib(nb['peak_reserved_gib'])} | "
+            f"{_gib(nb.get('peak_host_gib'))} |"
         )
     lines += [
         "",
-        "| nb | cell | first line | status | s | peak alloc GiB | peak reserved GiB | error |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| nb | cell | first line | status | s | peak alloc GiB | peak reserved GiB "
+        "| peak host GiB | error |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report.cells:
         secs = "" if r.seconds is None else f"{r.seconds:.1f}"
         error = r.error.replace("|", "/").replace("\n", " ")[:160]
         lines.append(
             f"| {r.notebook[:2]} | {r.cell} | `{r.first_line.replace('|', '/')}` | {r.status} | "
-            f"{secs} | {_gib(r.peak_allocated_gib)} | {_gib(r.peak_reserved_gib)} | {error} |"
+            f"{secs} | {_gib(r.peak_allocated_gib)} | {_gib(r.peak_reserved_gib)} | "
+            f"{_gib(r.peak_host_gib)} | {error} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -443,6 +499,7 @@ def summarise(stem: str, cells: list[CellResult], seconds: float, served: list[s
     run = [r for r in cells if r.status != "not run"]
     passed = sum(r.status == "pass" for r in cells)
     peaks = [r.peak_reserved_gib for r in cells if r.peak_reserved_gib is not None]
+    host = [r.peak_host_gib for r in cells if r.peak_host_gib is not None]
     bad = sorted({r.status for r in run} - {"pass"})
     status = "PASS" if passed == len(cells) else ("NOT RUN" if not run else "/".join(bad).upper())
     return {
@@ -452,6 +509,7 @@ def summarise(stem: str, cells: list[CellResult], seconds: float, served: list[s
         "passed": passed,
         "seconds": seconds,
         "peak_reserved_gib": max(peaks) if peaks else None,
+        "peak_host_gib": max(host) if host else None,
         "served_weights": served,
     }
 

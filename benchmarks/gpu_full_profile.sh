@@ -11,12 +11,22 @@
 #
 # On the GPU machine (needs matplotlib, scipy, scikit-learn, scikit-image next to torch):
 #     bash benchmarks/gpu_full_profile.sh
-# CPU smoke test here (quick sizes, small stand-in models; ~10 min on 2 busy cores):
+# CPU smoke test here (quick sizes, small stand-in models, hard-coded trainings cut to
+# 20 steps; a 1500 s budget, 6 GiB of host memory per notebook): about 14 min on a 2-core
+# AMD EPYC with one core busy (815 s for the notebooks, every cell passing, 2026-12):
 #     OUT=/tmp/fp SMOKE=1 bash benchmarks/gpu_full_profile.sh
 # Some notebooks only:  NOTEBOOKS=06,07 bash benchmarks/gpu_full_profile.sh
+# Another interpreter than the python3 on PATH (a virtual environment not activated):
+#     PYTHON=.venv/bin/python bash benchmarks/gpu_full_profile.sh
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/teachkit-full-profile}"
+PYTHON="${PYTHON:-python3}"  # every notebook's process runs under this one too
+if ! "$PYTHON" -c "import torch" 2>/dev/null; then
+    echo "$PYTHON cannot import torch: activate the course's environment, or name its" \
+        "interpreter with PYTHON=/path/to/bin/python" >&2
+    exit 2
+fi
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -31,7 +41,7 @@ args=(--out "$OUT" --budget-s "$BUDGET")
     echo "== card"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null ||
         echo "no nvidia-smi: CPU run"
-    python3 - <<'PY'
+    "$PYTHON" - <<'PY'
 import importlib
 import platform
 
@@ -47,6 +57,6 @@ for name in ("torchvision", "matplotlib", "scipy", "sklearn", "skimage", "tqdm",
         print(f"  {name:12} MISSING ({err}): the cells that import it will fail")
 PY
     echo "== notebooks (limit ${LIMIT} s)"
-    timeout -k 10 "$LIMIT" python3 benchmarks/full_profile.py "${args[@]}"
+    timeout -k 10 "$LIMIT" "$PYTHON" benchmarks/full_profile.py "${args[@]}"
     echo "== exit $? (0: every cell passed; 1: see full_profile.md; 124: time limit)"
 } 2>&1 | tee "$OUT/full_profile.log"

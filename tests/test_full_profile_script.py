@@ -62,12 +62,26 @@ def test_offline_full_profile_serves_random_weights_and_restores(tmp_path):
     import matplotlib.pyplot as plt
 
     import teachkit.hub as hub
+    from teachkit.dino import trainer
     from teachkit.hub import load_into
     from teachkit.models import vit
+    from teachkit.pretext import autoencoder, contrastive
     from teachkit.profiles import Profile
     from teachkit.sam import build
 
-    originals = (hub.download, plt.show, Profile.choose, vit.VIT_SIZES, build.SAM_CONFIGS)
+    def patched():
+        return (
+            hub.download,
+            plt.show,
+            Profile.choose,
+            vit.VIT_SIZES,
+            build.SAM_CONFIGS,
+            autoencoder.train_autoencoder,
+            contrastive.train_contrastive,
+            trainer.train_dino,
+        )
+
+    originals = patched()
     cwd, served = Path.cwd(), []
     with fp.offline_full_profile(tmp_path, smoke=True, served=served):
         assert Path.cwd() == tmp_path / "cwd"
@@ -81,10 +95,31 @@ def test_offline_full_profile_serves_random_weights_and_restores(tmp_path):
             Profile("full", torch.device("cpu"), None, "cifar10", False).choose(quick=1, full=2)
             == 1
         )
+        assert trainer.train_dino.__wrapped__ is originals[-1]  # smoke: short trainings
     assert served == ["dino_vits8", "sam_vit_b"]
     assert Path.cwd() == cwd
-    assert (hub.download, plt.show, Profile.choose, vit.VIT_SIZES, build.SAM_CONFIGS) == originals
+    assert patched() == originals
     assert build.SAM_CONFIGS["vit_b"].encoder_embed_dim == 768
+
+
+def test_smoke_shortens_the_trainings_full_branches_size_by_hand(monkeypatch):
+    """Chapter 1's 6,000-step trainings and Chapter 3's 65,536-prototype head are written
+    without P.choose; the smoke makes them a few steps and a small head."""
+    from teachkit.dino import trainer
+    from teachkit.dino.config import DINOConfig
+    from teachkit.pretext import autoencoder, contrastive
+
+    got = []
+    monkeypatch.setattr(trainer, "train_dino", lambda cfg, data, **kw: got.append(cfg))
+    for module, name in [(autoencoder, "train_autoencoder"), (contrastive, "train_contrastive")]:
+        monkeypatch.setattr(module, name, lambda *a, steps, **kw: got.append(steps))
+    fp._short_trainings(lambda owner, name, value: monkeypatch.setattr(owner, name, value))
+    trainer.train_dino(DINOConfig(out_dim=65536, batch_size=256), [], progress=False)
+    autoencoder.train_autoencoder(None, [], steps=6000, device="cpu")
+    contrastive.train_contrastive(None, [], None, steps=3)
+    dino_cfg, ae_steps, cl_steps = got
+    assert dino_cfg.out_dim == fp.SMOKE_OUT_DIM == 1024 and dino_cfg.batch_size == 256
+    assert (ae_steps, cl_steps) == (fp.SMOKE_MAX_STEPS, 3)
 
 
 def test_report_marks_unfinished_cells_and_summarises(tmp_path):
