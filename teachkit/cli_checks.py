@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
+from teachkit.profiles import pick_device
 
 __all__ = ["check_device", "check_output_folder", "usage_errors"]
 
@@ -50,16 +50,7 @@ def usage_errors(args: argparse.Namespace, *errors: type[Exception]) -> Iterator
 
 
 def check_device(name: str | None, flag: str = "--device") -> None:
-    """Raise a ValueError unless ``name`` (None: pick the best) is a device of this machine."""
-    if name is None:
-        return
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"{flag} {name!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{flag} {name}: no GPU is available to PyTorch here; use cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"{flag} {name}: there are {torch.cuda.device_count()} GPU(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{flag} {name}: MPS is not available here; use cpu")
+    """Raise a ValueError unless ``name`` (None: pick the best) is a device of this machine
+    (:func:`teachkit.profiles.pick_device`, the one resolver, names the flag)."""
+    if name is not None:
+        pick_device(name, what=flag)

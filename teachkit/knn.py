@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 # Re-exported: the chapters import the preprocessing from here, beside the k-NN it feeds.
 from teachkit.preprocess import IMAGENET_MEAN, IMAGENET_STD, imagenet_preprocess
+from teachkit.profiles import pick_device
 from teachkit.tensor_checks import describe, require_tensor
 
 __all__ = [
@@ -163,9 +164,7 @@ def extract_features(
     if cache is not None and cache_key in cache:
         return cache[cache_key]
     _check_positive_int("batch_size", batch_size)
-    device = torch.device(device) if device is not None else _model_device(model)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r}, but no GPU is available to PyTorch here")
+    device = pick_device(device) if device is not None else _model_device(model)
     batches = _batches(images, batch_size)
 
     was_training = model.training

@@ -64,20 +64,52 @@ COLAB_DRIVE = Path("/content/drive/MyDrive")
 DRIVE_RUNS = Path("teachkit") / "runs"
 
 
-def pick_device(prefer: str | None = None) -> torch.device:
-    """The best device available: CUDA, then Apple's MPS, then the CPU.
+def pick_device(
+    prefer: str | torch.device | None = None, *, what: str = "device"
+) -> torch.device:
+    """The device to run on: ``prefer`` checked against this machine, or the best there is.
+
+    The course's one device resolver: every function and command that takes a device
+    asks it, so a device this machine lacks always gets the same message.
 
     Args:
-        prefer: force a device ("cpu", "cuda", "cuda:1", "mps"); ``None`` picks.
+        prefer: a device ("cpu", "cuda", "cuda:1", "mps"); ``None`` picks CUDA, then
+            Apple's MPS, then the CPU.
+        what: how the message names the setting: a parameter (``"device"``, shown as
+            ``device='cuda'``) or a command-line flag (``"--device"``, shown as
+            ``--device cuda``).
+
+    Raises:
+        ValueError: ``prefer`` is not a device name, or names a GPU (or a GPU index) or
+            MPS that this machine does not have.
     """
-    if prefer is not None:
-        return torch.device(prefer)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    if prefer is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    flag = what.startswith("-")
+    shown = f"{what} {prefer}" if flag else f"{what}={str(prefer)!r}"
+    try:
+        device = torch.device(prefer)
+    except (RuntimeError, TypeError):
+        named = f"{what} {prefer!r}" if flag else f"{what}={prefer!r}"
+        raise ValueError(f"{named} is not a device name (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{shown}: no GPU is available to PyTorch here "
+                "(torch.cuda.is_available() is False); use cpu"
+            )
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"{shown}: there are only {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{shown}: MPS is not available here; use cpu")
+    return device
 
 
 def hardware_name(device: torch.device) -> str:

@@ -67,6 +67,34 @@ def test_pick_device_order(monkeypatch):
     assert pick_device("cpu").type == "cpu"
 
 
+def test_pick_device_is_the_one_resolver_with_one_message(monkeypatch):
+    """A device this machine lacks gets the same message from a function and a flag."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^device='cuda:1': no GPU is available to PyTorch"):
+        pick_device("cuda:1")
+    with pytest.raises(ValueError, match=r"^--device cuda: no GPU is available to PyTorch"):
+        pick_device("cuda", what="--device")
+    with pytest.raises(ValueError, match=r"^device='mps': MPS is not available here"):
+        pick_device("mps")
+    with pytest.raises(ValueError, match=r"^device='tpu9' is not a device name \(cpu, cuda"):
+        pick_device("tpu9")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pick_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match=r"device='cuda:1': there are only 1 GPU\(s\)"):
+        pick_device("cuda:1")
+    # the shapes' generator, the k-NN and the commands ask the same resolver
+    from teachkit.cli_checks import check_device
+    from teachkit.data.shapes import make_shapes
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^device='cuda': no GPU is available"):
+        make_shapes(2, device="cuda")
+    with pytest.raises(ValueError, match=r"^--device cuda: no GPU is available"):
+        check_device("cuda")
+
+
 def test_seeding_repeats_random_numbers():
     seed_everything(3)
     a = torch.randn(5)

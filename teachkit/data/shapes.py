@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from teachkit.config_checks import check_field_types, check_pair, check_range
+from teachkit.profiles import pick_device
 
 __all__ = [
     "CLASSES",
@@ -376,23 +377,7 @@ def _seed(seed: object) -> int:
 
 def _device(device: torch.device | str) -> torch.device:
     """``device`` as a torch.device that exists on this machine; ValueError otherwise."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:1', ...; got {device!r}") from err
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={str(device)!r} asks for a GPU, but no GPU is available to PyTorch "
-                "(torch.cuda.is_available() is False); use device='cpu'"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device={str(device)!r}: there are only {torch.cuda.device_count()} GPU(s)"
-            )
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={str(device)!r}: MPS is not available; use device='cpu'")
-    return dev
+    return pick_device(device)
 
 
 def _allowed_classes(classes: Sequence[str] | None, device: torch.device) -> torch.Tensor:

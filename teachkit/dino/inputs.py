@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from teachkit.dino.config import DINOConfig
+from teachkit.profiles import pick_device
 
 __all__ = ["batches_from", "check_run_inputs", "check_value_range", "images_of"]
 
@@ -29,12 +30,8 @@ def check_run_inputs(
     """Raise a ValueError for what would only fail later in a run: an ``out_dir`` where
     no checkpoint can be written, or ``eval_data`` the k-NN monitor cannot use (it
     first runs at the end of epoch 0)."""
-    if config.device is not None and str(config.device).startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={config.device!r}, but no GPU is available to PyTorch here; use "
-                "device='cpu' or None (the best device there is)"
-            )
+    if config.device is not None:
+        pick_device(config.device)  # one that exists here (None: the best there is)
     if not -(2**63) <= config.seed < 2**63:
         raise ValueError(f"seed must be a 64-bit integer; got {config.seed}")
     if config.out_dir is not None:
