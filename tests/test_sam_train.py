@@ -196,7 +196,7 @@ def test_interactive_rounds_feed_back_points_and_previous_logits():
     emb = model.image_encoder(model.preprocess(torch.zeros(2, 3, 64, 64)))
     first = torch.tensor([[25.0, 15.0], [30.0, 20.0]])
     loss, _ = interactive_loss(
-        model, emb, target, cfg, torch.Generator().manual_seed(0), first_points=first
+        model, emb, target, cfg.recipe, torch.Generator().manual_seed(0), first_points=first
     )
     assert loss.requires_grad
     assert [c["multimask_output"] for c in calls] == [True, False, False]
@@ -205,6 +205,24 @@ def test_interactive_rounds_feed_back_points_and_previous_logits():
     top = calls[0]["iou"].argmax(1)  # the mask SAM ranks first is fed back
     assert torch.equal(calls[1]["mask_input"][:, 0], calls[0]["low"][torch.arange(2), top])
     assert torch.equal(calls[2]["mask_input"], calls[1]["low"])
+
+
+def test_the_loss_reads_only_its_recipe():
+    """SamTrainConfig.recipe holds the 12 settings the step's loss reads, with the run's
+    values; a recipe out of range is refused by name."""
+    from dataclasses import fields
+
+    from teachkit.sam.config import PromptingRecipe
+
+    cfg = tiny(rounds=2, iou_weight=3.0, box_noise_max=2.0)
+    recipe = cfg.recipe
+    assert (recipe.rounds, recipe.iou_weight, recipe.box_noise_max) == (2, 3.0, 2.0)
+    assert len(fields(PromptingRecipe)) == 12
+    assert all(getattr(SamTrainConfig(), f.name) == f.default for f in fields(PromptingRecipe))
+    with pytest.raises(ValueError, match="box_probability must lie in"):
+        PromptingRecipe(box_probability=1.5)
+    with pytest.raises(ValueError, match="focal_alpha"):
+        PromptingRecipe(focal_alpha=2.0)
 
 
 # ------------------------------------------------------------------------------ data

@@ -18,7 +18,7 @@ cannot honour. Critters scenes draw every class, so a critters run holds out not
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from teachkit.config_checks import check_field_types, check_range, check_seed
@@ -30,6 +30,7 @@ from teachkit.sam.sizes import SAM_CONFIGS
 __all__ = [
     "FREE_TO_CHANGE",
     "NESTING_PARENT_CLASSES",
+    "PromptingRecipe",
     "SCENE_DATASETS",
     "SamTrainConfig",
     "seen_class_ids",
@@ -51,6 +52,55 @@ FREE_TO_CHANGE: tuple[str, ...] = (
 
 #: ``make_scenes`` draws every nesting parent as one of these, whatever ``classes`` says.
 NESTING_PARENT_CLASSES: tuple[str, ...] = ("circle", "square")
+
+
+@dataclass(frozen=True)
+class PromptingRecipe:
+    """How one training step prompts SAM and scores its answers: the 12 settings of a
+    run that :mod:`teachkit.sam.interactive_loss` reads (``SamTrainConfig.recipe``).
+
+    The fields and their defaults are :class:`SamTrainConfig`'s of the same names, whose
+    help says what each does (the run config takes its defaults from here). Checked when
+    made: a value out of range is a ValueError naming the field.
+    """
+
+    min_area: int = 16
+    prompts_per_image: int = 4
+    rounds: int = 3
+    box_probability: float = 0.5
+    box_noise: float = 0.1
+    box_noise_max: float = 4.0
+    whole_target_probability: float = 0.0
+    focal_weight: float = 20.0
+    dice_weight: float = 1.0
+    iou_weight: float = 1.0
+    focal_alpha: float = -1.0
+    focal_gamma: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("prompts_per_image", "rounds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("box_probability", "whole_target_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        for name in (
+            "min_area",
+            "box_noise",
+            "box_noise_max",
+            "focal_weight",
+            "dice_weight",
+            "iou_weight",
+            "focal_gamma",
+        ):
+            check_range(name, getattr(self, name), low=0)
+        if self.focal_alpha != -1 and not 0 <= self.focal_alpha <= 1:
+            raise ValueError(
+                f"focal_alpha must be -1 (no weighting) or lie in [0, 1], got {self.focal_alpha}"
+            )
+
+
+_RECIPE = PromptingRecipe()
 
 
 @dataclass
@@ -88,45 +138,53 @@ class SamTrainConfig:
         "bigger chunks only mean longer pauses.",
     )
     min_area: int = config_field(
-        16, "Instances with fewer visible pixels are never prompted (slivers left by occlusion)."
+        _RECIPE.min_area,
+        "Instances with fewer visible pixels are never prompted (slivers left by occlusion).",
     )
     # ---- prompts ------------------------------------------------------------------
     prompts_per_image: int = config_field(
-        4,
+        _RECIPE.prompts_per_image,
         "Instances prompted per image and step, sharing one image embedding (SAM: up to "
         "64). Cheap: at 128 px the decoder costs a fraction of the encoder.",
     )
     rounds: int = config_field(
-        3,
+        _RECIPE.rounds,
         "Prompting rounds per instance: the first prompt plus rounds-1 corrective clicks "
         "(SAM: 11). 1 trains single-prompt only; 3-4 is enough at this scale.",
     )
     box_probability: float = config_field(
-        0.5, "Share of first prompts that are boxes (SAM: 0.5); the rest are one point."
+        _RECIPE.box_probability,
+        "Share of first prompts that are boxes (SAM: 0.5); the rest are one point.",
     )
     box_noise: float = config_field(
-        0.1, "Std of the box-corner jitter as a fraction of the box side (SAM: 0.1)."
+        _RECIPE.box_noise, "Std of the box-corner jitter as a fraction of the box side (SAM: 0.1)."
     )
     box_noise_max: float = config_field(
-        4.0, "Cap of the box jitter in pixels (SAM: 20 at 1024 px)."
+        _RECIPE.box_noise_max, "Cap of the box jitter in pixels (SAM: 20 at 1024 px)."
     )
     whole_target_probability: float = config_field(
-        0.0,
+        _RECIPE.whole_target_probability,
         "Share of clicks on a nested pair supervised with the whole (part + big shape) "
         "instead of the clicked visible part. 0 optimises the visible-mask mIoU; try 0.3-0.5 "
         "to teach the 3 outputs part/whole ambiguity.",
     )
     # ---- loss ---------------------------------------------------------------------
-    focal_weight: float = config_field(20.0, "Weight of the focal loss (SAM: 20, with dice 1).")
-    dice_weight: float = config_field(1.0, "Weight of the dice loss (SAM: 1).")
-    iou_weight: float = config_field(1.0, "Weight of the IoU-prediction MSE (SAM: 1).")
+    focal_weight: float = config_field(
+        _RECIPE.focal_weight, "Weight of the focal loss (SAM: 20, with dice 1)."
+    )
+    dice_weight: float = config_field(_RECIPE.dice_weight, "Weight of the dice loss (SAM: 1).")
+    iou_weight: float = config_field(
+        _RECIPE.iou_weight, "Weight of the IoU-prediction MSE (SAM: 1)."
+    )
     focal_alpha: float = config_field(
-        -1.0,
+        _RECIPE.focal_alpha,
         "Focal loss weight of object pixels, 1 - alpha for the others; -1: no weighting. "
         "RetinaNet's 0.25 (also SAM 2's code) learned 2x slower here: 1-point mIoU 0.14 vs "
         "0.26 after 300 steps at 64 px.",
     )
-    focal_gamma: float = config_field(2.0, "Focal loss focusing exponent (2): 0 is plain BCE.")
+    focal_gamma: float = config_field(
+        _RECIPE.focal_gamma, "Focal loss focusing exponent (2): 0 is plain BCE."
+    )
     # ---- optimisation ---------------------------------------------------------------
     steps: int = config_field(5000, "Optimisation steps; the learning-rate schedule spans them.")
     batch_size: int = config_field(
@@ -251,6 +309,11 @@ class SamTrainConfig:
                 )
         if self.dataset == "shapes":
             seen_class_ids(self.holdout, nest_probability=self.nest_probability)
+
+    @property
+    def recipe(self) -> PromptingRecipe:
+        """The prompting and loss settings, the only ones the step's loss reads."""
+        return PromptingRecipe(**{f.name: getattr(self, f.name) for f in fields(PromptingRecipe)})
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from teachkit.data.shapes import SceneBatch
-from teachkit.sam.config import SamTrainConfig
+from teachkit.sam.config import PromptingRecipe
 from teachkit.sam.geometry import mask_iou, masks_to_boxes
 from teachkit.sam.losses import dice_loss, focal_loss, iou_prediction_loss, select_min_loss
 from teachkit.sam.model import Sam
@@ -73,7 +73,7 @@ class PromptedInstances:
 
 
 def choose_instances(
-    scenes: SceneBatch, cfg: SamTrainConfig, generator: torch.Generator
+    scenes: SceneBatch, cfg: PromptingRecipe, generator: torch.Generator
 ) -> PromptedInstances:
     """``cfg.prompts_per_image`` instances of every image (with replacement), and their targets.
 
@@ -110,7 +110,7 @@ def interactive_loss(
     model: Sam,
     embeddings: Tensor,
     targets: Tensor,
-    cfg: SamTrainConfig,
+    cfg: PromptingRecipe,
     generator: torch.Generator,
     *,
     first_points: Tensor | None = None,
@@ -180,7 +180,7 @@ def interactive_loss(
 
 
 def step_loss(
-    model: Sam, scenes: SceneBatch, cfg: SamTrainConfig, generator: torch.Generator
+    model: Sam, scenes: SceneBatch, cfg: PromptingRecipe, generator: torch.Generator
 ) -> tuple[Tensor, dict[str, float]]:
     """The loss of one step: encode each image once, prompt several instances each.
 
@@ -190,8 +190,8 @@ def step_loss(
 
     Args:
         model: the SAM being trained.
-        scenes: ``B`` scenes, images ``B x 3 x H x W`` (``H = W = cfg.resolution``).
-        cfg: the run's settings.
+        scenes: ``B`` square scenes, images ``B x 3 x H x W`` (``H = W``, the resolution).
+        cfg: the prompting and loss settings (``SamTrainConfig.recipe``).
         generator: every random draw of the step (instances, clicks, box jitter).
 
     Returns:
@@ -217,7 +217,7 @@ def step_loss(
             boxes,
             noise=cfg.box_noise,
             max_pixels=cfg.box_noise_max,
-            size=cfg.resolution,
+            size=scenes.images.shape[-1],
             generator=generator,
         )
         groups.append((slice(n - n_box, n), {"boxes": boxes}))

@@ -150,6 +150,7 @@ def train_sam(
             cfg.eval_monitor_scenes, resolution=cfg.resolution, dataset=cfg.dataset
         )
     seen = cfg.seen_class_ids
+    recipe = cfg.recipe  # what the step's loss reads (teachkit.sam.interactive_loss)
     session_start = time.perf_counter()
     elapsed0 = history.wall_time_s
     if progress:
@@ -171,7 +172,7 @@ def train_sam(
             generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step, 1))
             scenes = data.batch(step)
             with precision.autocast(device):
-                loss, stats = step_loss(model, scenes, cfg, generator)
+                loss, stats = step_loss(model, scenes, recipe, generator)
             if not math.isfinite(stats["loss"]):
                 raise NonFiniteLossError(
                     f"SAM loss is {stats['loss']} at step {step} (lr {lr:.2e}); lower --lr or "

@@ -1,6 +1,7 @@
 """The category-specific baseline: a small U-Net trained with class labels.
 
-Chapter 6: SAM, encoder to decoder -- section "Seen and unseen shapes: what a class-aware model cannot do".
+Chapter 6: SAM, encoder to decoder -- section "Seen and unseen shapes: what a class-aware
+model cannot do".
 
 Before promptable models, segmentation meant *semantic* segmentation: a network labels
 every pixel with one of a fixed list of classes (Ronneberger et al., 2015, "U-Net").
