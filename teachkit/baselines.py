@@ -22,7 +22,7 @@ from teachkit.knn import extract_features, knn_accuracy
 from teachkit.models.registry import build_backbone, check_arch, is_vit
 from teachkit.pretrained import ModelCard, check_shipped_name, save_shipped
 from teachkit.profiles import hardware_name, pick_device, seed_everything
-from teachkit.run import command_line, write_metrics
+from teachkit.run import command_line, portable_command, write_metrics
 
 __all__ = ["add_commands"]
 
@@ -118,10 +118,12 @@ def _finish(args, model, description: str, results: dict, losses: list[float], s
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out / "model.pt")
     stride = max(1, len(losses) // 200)
+    name = args.ship or args.out.name
     card = ModelCard(
-        name=args.ship or args.out.name,
+        name=name,
         description=description,
-        command=command_line(args),
+        # a shipped card names no folder of the machine that trained it (runs/NAME)
+        command=portable_command(command_line(args), name) if args.ship else command_line(args),
         seed=args.seed,
         data=f"{args.dataset} stream (fresh 32x32 images, batch {args.batch_size}"
         f"{', shortcuts=True' if getattr(args, 'shortcuts', False) else ''}); evaluated on "

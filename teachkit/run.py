@@ -41,6 +41,7 @@ __all__ = [
     "check_finite_loss",
     "check_same_run",
     "command_line",
+    "portable_command",
     "parse_args_recorded",
     "recorded_argv",
     "recorded_run",
@@ -257,3 +258,19 @@ def command_line(args: argparse.Namespace, program: str = "python -m teachkit.tr
     threads = os.environ.get("OMP_NUM_THREADS")
     prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
     return prefix + program + " " + " ".join(shlex.quote(arg) for arg in recorded_argv(args))
+
+
+def portable_command(command: str, name: str) -> str:
+    """``command`` with its ``--out`` folder replaced by ``runs/NAME``: a card names no
+    folder of the machine that trained it, and the line can be pasted anywhere.
+
+    >>> portable_command("python -m teachkit.train dino --out /tmp/x --lr 0.1", "m")
+    'python -m teachkit.train dino --out runs/m --lr 0.1'
+    """
+    words = shlex.split(command)
+    for i, word in enumerate(words):
+        if word == "--out" and i + 1 < len(words):
+            words[i + 1] = f"runs/{name}"
+        elif word.startswith("--out="):
+            words[i] = f"--out=runs/{name}"
+    return shlex.join(words)

@@ -18,6 +18,7 @@ from teachkit.run import (
     check_same_run,
     command_line,
     parse_args_recorded,
+    portable_command,
     recorded_run,
     resume_run,
     save_run,
@@ -85,3 +86,14 @@ def test_recorded_run_facts_and_the_check_that_they_did_not_change(tmp_path):
     check_same_run(tmp_path, saved, {"shortcuts": True}, ("dataset", "shortcuts"))  # unrecorded
     with pytest.raises(ValueError, match=r"size: \[1, 2\] when the run started, \(1, 3\) now"):
         check_same_run(tmp_path, saved, {"size": (1, 3)}, ("size",))
+
+
+def test_portable_command_replaces_only_the_output_folder():
+    """A shipped card's command names runs/NAME, never the machine's folder."""
+    line = "OMP_NUM_THREADS=1 python -m teachkit.train contrastive --out /tmp/x/run --steps 4"
+    assert portable_command(line, "m") == (
+        "OMP_NUM_THREADS=1 python -m teachkit.train contrastive --out runs/m --steps 4"
+    )
+    equals = portable_command("python -m teachkit.train dino --out=/a/b", "m")
+    assert equals.endswith("--out=runs/m")
+    assert portable_command("python -m teachkit.train dino --lr 0.1", "m").endswith("--lr 0.1")

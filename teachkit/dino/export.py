@@ -21,7 +21,6 @@ Command line::
 from __future__ import annotations
 
 import json
-import shlex
 import time
 import warnings
 from collections.abc import Mapping
@@ -35,10 +34,10 @@ from teachkit.dino.config import DINOConfig
 from teachkit.models.registry import build_backbone
 from teachkit.pretrained import ModelCard, check_shipped_name, save_card, save_shipped
 from teachkit.profiles import seed_everything
-from teachkit.run import METRICS_NAME
+from teachkit.run import METRICS_NAME, portable_command
 from teachkit.weights import load_strict
 
-__all__ = ["build_run_backbone", "evaluate_backbone", "load_run", "portable_command", "ship_run"]
+__all__ = ["build_run_backbone", "evaluate_backbone", "load_run", "ship_run"]
 
 #: Curves kept in a card, subsampled to at most this many points.
 _HISTORY_POINTS = 200
@@ -188,22 +187,6 @@ def evaluate_backbone(
             scores = attention_jaccard(random_init, inputs, test.masks, progress=False)
             results["random_init_attention_jaccard_head_average"] = round(scores["head_average"], 3)
     return results
-
-
-def portable_command(command: str, name: str) -> str:
-    """``command`` with its ``--out`` folder replaced by ``runs/NAME``: a card names no
-    folder of the machine that trained it, and the line can be pasted anywhere.
-
-    >>> portable_command("python -m teachkit.train dino --out /tmp/x --lr 0.1", "m")
-    'python -m teachkit.train dino --out runs/m --lr 0.1'
-    """
-    words = shlex.split(command)
-    for i, word in enumerate(words):
-        if word == "--out" and i + 1 < len(words):
-            words[i + 1] = f"runs/{name}"
-        elif word.startswith("--out="):
-            words[i] = f"--out=runs/{name}"
-    return shlex.join(words)
 
 
 def _start_name(init: object) -> str:
