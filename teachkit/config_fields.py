@@ -70,8 +70,9 @@ def add_dataclass_flags(
     The flag is the field's name with dashes (:func:`flag_name`); its type comes from the
     annotation: ``bool`` gives ``--x/--no-x``, ``tuple[float, float]`` two numbers,
     ``tuple[int, int]`` two whole numbers, ``tuple[str, ...]`` comma-separated names
-    (:func:`comma_names`), ``int``, ``float`` or ``str`` (``X | None`` counts as ``X``). The help is ``metadata["help"]`` followed by
-    ``(<default_label>: <the field's default>)``; ``metadata["choices"]`` restricts the
+    (:func:`comma_names`), ``int``, ``float`` or ``str`` (``X | None`` counts as ``X``).
+    The help is ``metadata["help"]`` followed by ``(<default_label>: <the field's
+    default>)``; ``metadata["choices"]`` restricts the
     values. Every flag defaults to ``None`` (not given).
 
     Args:

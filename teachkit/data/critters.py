@@ -38,7 +38,8 @@ wide range of object saturation, a background drawn at random from five vivid
 palettes) becomes a per-image signature that DINO matches instead of the class. With
 those, the 1,000-step learning curve stayed flat; that is why the context palettes are
 drawn faint (``context_strength=0.2``). Dense small clutter is the opposite kind of
-nuisance: every image has the same mix, so it hides the critter from raw pixels and random filters but gives DINO nothing to match.
+nuisance: every image has the same mix, so it hides the critter from raw pixels and
+random filters but gives DINO nothing to match.
 The design log (every variant and its curve) is in the README, "The critters dataset".
 
 Every image comes with its label and the exact object mask; a multi-object scene mode
