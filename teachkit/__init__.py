@@ -4,7 +4,7 @@ The package mirrors the course: ``profiles`` (quick/full), ``data`` (shapes, cri
 CIFAR-10, photos), ``models`` (ViT, ResNet), ``dino`` (multi-crop, head, loss, teacher,
 one step, trainer), ``attention`` and ``knn`` (evaluation), ``sam`` (Segment Anything),
 ``dino_sam`` (the capstone) and ``hub`` (pretrained weights). The README's "Reading
-order" lists the thirteen files to read first.
+order" lists the fourteen files to read first.
 """
 
 __version__ = "0.1.0"
