@@ -76,33 +76,15 @@ def test_dino_step_is_algorithm_1(clip):
 
 
 def test_dino_step_freezes_the_last_layer_in_the_first_epochs():
-    student, teacher, loss_fn, optimizer = _state()
+    state = _state()
+    student = state[0]
     before = student.head.last_layer.weight.detach().clone()
     first = student.backbone.proj.weight.detach().clone()
-    dino_step(
-        student,
-        teacher,
-        loss_fn,
-        optimizer,
-        _crops(),
-        teacher_temp=0.04,
-        momentum=0.9,
-        epoch=0,
-        freeze_last_layer=1,
-    )
+    kw = dict(teacher_temp=0.04, momentum=0.9, freeze_last_layer=1)
+    dino_step(*state, _crops(), epoch=0, **kw)
     assert torch.equal(student.head.last_layer.weight, before)
     assert not torch.equal(student.backbone.proj.weight, first)
-    dino_step(
-        student,
-        teacher,
-        loss_fn,
-        optimizer,
-        _crops(),
-        teacher_temp=0.04,
-        momentum=0.9,
-        epoch=1,
-        freeze_last_layer=1,
-    )
+    dino_step(*state, _crops(), epoch=1, **kw)
     assert not torch.equal(student.head.last_layer.weight, before)
 
 

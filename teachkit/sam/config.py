@@ -250,8 +250,6 @@ class SamTrainConfig:
         for name in (
             "steps",
             "batch_size",
-            "prompts_per_image",
-            "rounds",
             "chunk_size",
             "checkpoint_every",
             "eval_monitor_scenes",
@@ -272,9 +270,9 @@ class SamTrainConfig:
                 f"resolution must be a multiple of the {patch}-pixel patch in "
                 f"[{2 * patch}, 224], got {self.resolution}"
             )
-        for name in ("box_probability", "nest_probability", "whole_target_probability"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        _ = self.recipe  # made, hence checked: the prompting and loss settings
+        if not 0.0 <= self.nest_probability <= 1.0:
+            raise ValueError(f"nest_probability must lie in [0, 1], got {self.nest_probability}")
         if self.lr <= 0 or self.min_lr < 0 or self.warmup_steps < 0 or self.eval_every < 0:
             raise ValueError(
                 f"need lr > 0, min_lr >= 0, warmup_steps >= 0, eval_every >= 0; got "
@@ -282,22 +280,8 @@ class SamTrainConfig:
             )
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
-        for name in (
-            "min_area",
-            "box_noise",
-            "box_noise_max",
-            "focal_weight",
-            "dice_weight",
-            "iou_weight",
-            "focal_gamma",
-            "weight_decay",
-            "clip_grad",
-        ):
+        for name in ("weight_decay", "clip_grad"):
             check_range(name, getattr(self, name), low=0)
-        if self.focal_alpha != -1 and not 0 <= self.focal_alpha <= 1:
-            raise ValueError(
-                f"focal_alpha must be -1 (no weighting) or lie in [0, 1], got {self.focal_alpha}"
-            )
         check_seed("seed", self.seed)
         if self.init is not None:
             from teachkit.pretrained import available
