@@ -506,13 +506,16 @@ def make_critter_scenes(
     resolution: int = 64,
     seed: int = 0,
     instances: tuple[int, int] = (2, 4),
+    clutter: tuple[int, int] = (0, 2),
     config: CrittersConfig | None = None,
     device: torch.device | str = "cpu",
 ) -> SceneBatch:
     """Draw ``n`` scenes of several critters that may overlap (later ones occlude).
 
     The background is the context of the first critter's class (with probability
-    ``config.context_p``).
+    ``config.context_p``). Between ``clutter[0]`` and ``clutter[1]`` blobs of random
+    colour (radius ``config.clutter_radius`` of the image side) lie under the critters;
+    they are not objects and have no mask.
 
     Returns:
         A :class:`~teachkit.data.shapes.SceneBatch`; ``masks`` (N, K, H, W) are the visible
@@ -522,6 +525,8 @@ def make_critter_scenes(
     lo, hi = instances
     if not 1 <= lo <= hi:
         raise ValueError(f"instances must be (min, max) with 1 <= min <= max, got {instances!r}")
+    if len(clutter) != 2 or not 0 <= clutter[0] <= clutter[1]:
+        raise ValueError(f"clutter must be (min, max) with 0 <= min <= max, got {clutter!r}")
     base = config or CrittersConfig()
     cfg = replace(base, radius=(base.radius[0] * 0.5, base.radius[1] * 0.55))
     device = torch.device(device)
@@ -531,7 +536,7 @@ def make_critter_scenes(
     full = torch.zeros(n, hi, resolution, resolution, dtype=torch.bool, device=device)
     first = torch.randint(len(CRITTER_CLASSES), (n,), generator=g, device=device)
     canvas = _context_background(_contexts(first, cfg, g), resolution, g, cfg.context_strength)
-    _clutter(canvas, replace(cfg, clutter=(0, 2)), g)
+    _clutter(canvas, replace(cfg, clutter=clutter), g)
     for k in range(hi):
         active = counts > k
         lab = first if k == 0 else torch.randint(10, (n,), generator=g, device=device)
