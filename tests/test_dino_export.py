@@ -64,6 +64,23 @@ def test_ship_run_writes_weights_and_a_card_whose_numbers_reload(run_dir, tmp_pa
     assert abs(again["knn_top1_percent"] - card.results["knn_top1_percent"]) <= 2.0
 
 
+def test_a_run_stopped_before_its_schedule_ends_says_so_on_its_card(tmp_path):
+    """A run split over sessions (or copied while it trains) ships as it stands: the card's
+    command stops where the run stopped, and its data line gives the schedule's length."""
+    out = tmp_path / "run"
+    flags = "--profile quick --arch vit_nano --epochs 2 --steps-per-epoch 2 --batch-size 4 "
+    flags += "--warmup-epochs 0 --local-crops-number 1 --out-dim 64 --hidden-dim 32 "
+    flags += "--bottleneck-dim 16 --no-eval --no-progress --max-steps 3"
+    main(["dino", *flags.split(), "--out", str(out)])
+    card = ship_run(out, "stopped", "stopped", directory=tmp_path, n_train=40, n_test=20)
+    assert card.command.endswith("--max-steps 3") and card.command.count("--max-steps") == 1
+    assert "3 of 4 scheduled steps" in card.data and card.config["max_steps"] == 3
+    # The same run finished: no stop on its card.
+    main(["dino", *flags.replace("--max-steps 3", "").split(), "--out", str(out)])
+    card = ship_run(out, "finished", "finished", directory=tmp_path, n_train=40, n_test=20)
+    assert "--max-steps" not in card.command and "4 steps;" in card.data
+
+
 def test_a_run_that_started_from_a_shipped_model_names_it_on_its_card(run_dir, tmp_path):
     """A second-stage run (``python -m teachkit.train dino --init NAME``) records its start
     in metrics.json's run info; the card keeps the name and says it."""

@@ -21,6 +21,7 @@ Command line::
 from __future__ import annotations
 
 import json
+import shlex
 import time
 import warnings
 from collections.abc import Mapping
@@ -207,6 +208,29 @@ def _subsample(rows: list[dict[str, float]], keys: tuple[str, ...]) -> dict[str,
     return out
 
 
+def _scheduled_steps(config: DINOConfig) -> int | None:
+    """Steps the run's schedules span, when an epoch has a fixed length (streams)."""
+    spe = config.steps_per_epoch
+    return None if spe is None else config.epochs * spe
+
+
+def _with_max_steps(command: str, steps: int) -> str:
+    """``command`` with ``--max-steps steps``, replacing any ``--max-steps`` it had.
+
+    >>> _with_max_steps("python -m teachkit.train dino --max-steps 5 --lr 1", 200)
+    'python -m teachkit.train dino --lr 1 --max-steps 200'
+    """
+    words, out, skip = shlex.split(command), [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--max-steps":
+            skip = True
+        elif not word.startswith("--max-steps="):
+            out.append(word)
+    return shlex.join([*out, "--max-steps", str(steps)])
+
+
 def ship_run(
     run_dir: str | Path,
     name: str,
@@ -224,6 +248,10 @@ def ship_run(
 
     ``command``, ``hardware`` and ``wall_time_s`` default to what the run recorded in
     ``metrics.json`` (runs started before the trainer recorded them must pass them).
+    A run that stopped before its schedule's end (``--max-steps``, or a copy of a run
+    still in progress) is shipped as it stands, and its card says so: its command gets
+    ``--max-steps N``, which reproduces it, and its data line reads "N of T scheduled
+    steps".
     The results are measured on ``procedural_splits(dataset, n_train, n_test, seed=0)`` of
     the dataset the run trained on (``metrics.json`` records it; shapes for older runs).
 
@@ -239,6 +267,11 @@ def ship_run(
     epochs = metrics.get("epochs", [])
     command = command or run.get("command")
     command = portable_command(command, name) if command else command
+    done = len(metrics.get("steps", []))
+    scheduled = _scheduled_steps(config)
+    stopped = scheduled is not None and 0 < done < scheduled
+    if stopped and command:  # the schedule ran on past this point: the card names the stop
+        command = _with_max_steps(command, done)
     hardware = hardware or run.get("hardware")
     if wall_time_s is None and epochs:
         wall_time_s = epochs[-1].get("elapsed_s")
@@ -273,9 +306,12 @@ def ship_run(
     flag = ", shortcuts=True" if shortcuts else ""
     if variant:
         flag += ", config=CrittersConfig(" + ", ".join(f"{k}={v}" for k, v in variant.items()) + ")"
+    length = f"{done} steps"
+    if stopped:
+        length = f"{done} of {scheduled} scheduled steps (stopped by --max-steps)"
     data = (
         f"{dataset} stream (fresh {config.crops.global_size} px images{flag}), batch "
-        f"{config.batch_size}, {len(metrics.get('steps', []))} steps; evaluated on "
+        f"{config.batch_size}, {length}; evaluated on "
         f"{dataset}_splits({n_train}, {n_test}, seed=0{flag})"
     )
     card = ModelCard(
@@ -289,7 +325,12 @@ def ship_run(
         results=results,
         history=history,
         created=time.strftime("%Y-%m-%d"),
-        config={**config.to_dict(), "out_dir": None, "device": None},
+        config={
+            **config.to_dict(),
+            "out_dir": None,
+            "device": None,
+            **({"max_steps": done} if stopped else {}),
+        },
         data_variant=dict(variant),
         init=_start_name(run.get("init")),
     )
