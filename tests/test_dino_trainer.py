@@ -518,7 +518,7 @@ def test_init_starts_from_the_shipped_backbone_and_records_it(tmp_path):
     """``--init NAME``: the student's backbone holds NAME's weights at step 0, and
     metrics.json names the start (the card's "Started from")."""
     from teachkit.dino.cli import shipped_start
-    from teachkit.pretrained.dino import load_shipped_dino
+    from teachkit.dino.shipped import load_shipped_dino
 
     args = build_parser().parse_args(
         ["dino", "--preset", "curve", "--init", "dino_cnn_critters", "--out", str(tmp_path)])

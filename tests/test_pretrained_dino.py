@@ -8,7 +8,7 @@ import torch
 from teachkit import pretrained
 from teachkit.dino.config import DINOConfig
 from teachkit.dino.export import build_run_backbone
-from teachkit.pretrained.dino import load_shipped_dino
+from teachkit.dino.shipped import load_shipped_dino
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

@@ -1,4 +1,4 @@
-"""Shipped DINO backbones, rebuilt from their model cards.
+"""Shipped DINO backbones, rebuilt from their model cards (Chapters 2-5 and 7 load them).
 
 A card written by ``python -m teachkit.train ship-dino`` (:func:`teachkit.dino.export.ship_run`)
 records the run's full :class:`~teachkit.dino.config.DINOConfig`. That is enough to rebuild
