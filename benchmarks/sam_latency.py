@@ -39,8 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from teachkit.sam.build import SAM_CONFIGS, SamConfig, build_sam_from_config
+from teachkit.sam.build import build_sam_from_config
 from teachkit.sam.predictor import SamPredictor
+from teachkit.sam.sizes import SAM_CONFIGS, SamConfig
 
 TARGETS = {"vs_official_fp32": 0.4, "vs_official_bf16": 0.8, "mask_iou": 0.99}
 

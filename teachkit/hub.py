@@ -45,29 +45,19 @@ import torch
 from torch import Tensor, nn
 
 from teachkit.download import (
-    CACHE_ENV_VAR,
-    ChecksumMismatchError,
-    IncompleteDownloadError,
     check_sha256_format,
     checkpoint_problem,
     download_file,
-    file_sha256,
-    resolve_cache_dir,
 )
 from teachkit.weights import load_strict
 
 __all__ = [
-    "CACHE_ENV_VAR",
     "REGISTRY",
-    "ChecksumMismatchError",
-    "IncompleteDownloadError",
     "WeightsEntry",
     "download",
-    "file_sha256",
     "get_entry",
     "load_into",
     "load_state_dict",
-    "resolve_cache_dir",
     "strip_prefixes",
     "unwrap_checkpoint",
 ]

@@ -39,17 +39,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 # Re-exported: the chapters import the preprocessing from here, beside the k-NN it feeds.
-from teachkit.preprocess import IMAGENET_MEAN, IMAGENET_STD, imagenet_preprocess
+from teachkit.preprocess import imagenet_preprocess
 from teachkit.profiles import pick_device
 from teachkit.tensor_checks import describe, require_tensor
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "KnnResult",
     "PRECISIONS",
     "extract_features",
-    "imagenet_preprocess",
     "knn_accuracy",
     "knn_classify",
     "pixel_features",

@@ -41,13 +41,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from teachkit.dino import cli as dino_cli
-from teachkit.dino.cli import dino_config_from_args
+from teachkit.dino.presets import PRESETS as DINO_PRESETS
 from teachkit.run import parse_args_recorded
 
-__all__ = ["PRESETS", "build_parser", "dino_config_from_args", "main"]
+__all__ = ["PRESETS", "build_parser", "main"]
 
 #: Defaults of ``--profile``, by sub-command; explicit flags override them.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {"dino": dino_cli.PRESETS}
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {"dino": DINO_PRESETS}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from functools import partial
 import torch
 from segment_anything import modeling as official
 
-from teachkit.sam.build import SamConfig
+from teachkit.sam.sizes import SamConfig
 
 #: A small SAM for the equivalence tests: a 10 x 10 token grid in windows of 4 (windowed
 #: blocks pad to 12 x 12), blocks 1 and 3 global.

@@ -9,12 +9,9 @@ import pytest
 import torch
 from test_dino_trainer import backbone, tiny_config, tiny_images
 
-from teachkit.dino.trainer import (
-    COLLAPSE_MARGIN,
-    ImageBatches,
-    UniformCollapseError,
-    train_dino,
-)
+from teachkit.data.stream import ImageBatches
+from teachkit.dino.monitor import COLLAPSE_MARGIN
+from teachkit.dino.trainer import UniformCollapseError, train_dino
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

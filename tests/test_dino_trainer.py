@@ -16,11 +16,15 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from teachkit import distributed as dist
+from teachkit.data.stream import ImageBatches
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.batched_augment import BatchedMultiCrop
+from teachkit.dino.cli import dino_config_from_args
+from teachkit.dino.config import DINOConfig
 from teachkit.dino.schedules import clip_gradients, cosine_schedule, get_params_groups
-from teachkit.dino.trainer import DINOConfig, ImageBatches, NonFiniteLossError, train_dino
-from teachkit.train import build_parser, dino_config_from_args, main
+from teachkit.dino.trainer import train_dino
+from teachkit.run import NonFiniteLossError
+from teachkit.train import build_parser, main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

@@ -17,6 +17,12 @@ import torch
 from torch import nn
 
 from teachkit import hub
+from teachkit.download import (
+    CACHE_ENV_VAR,
+    ChecksumMismatchError,
+    IncompleteDownloadError,
+    file_sha256,
+)
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -176,7 +182,7 @@ def test_download_verifies_hash_and_loads_official_layout(server: Server, cache:
 
     path = hub.download(entry, cache_dir=cache, progress=False)
     assert path == cache / "dino_tiny.pth"
-    assert hub.file_sha256(path) == sha(data)
+    assert file_sha256(path) == sha(data)
     assert sorted(p.name for p in cache.iterdir()) == ["dino_tiny.pth"]  # no temp files
 
     loaded = hub.load_state_dict(entry, cache_dir=cache, progress=False)
@@ -192,7 +198,7 @@ def test_corrupted_bytes_are_refused_and_nothing_is_left(server: Server, cache: 
     bad[len(bad) // 2] ^= 0xFF
     url = server.serve("/corrupt.pth", bytes(bad))
 
-    with pytest.raises(hub.ChecksumMismatchError, match=f"expected {sha(good)}, got {sha(bad)}"):
+    with pytest.raises(ChecksumMismatchError, match=f"expected {sha(good)}, got {sha(bad)}"):
         hub.download(url, cache_dir=cache, sha256=sha(good), progress=False)
     assert not (cache / "corrupt.pth").exists()
     assert list(cache.iterdir()) == []
@@ -203,11 +209,11 @@ def test_interrupted_transfer_leaves_nothing_loadable(server: Server, cache: Pat
     half = data[: len(data) // 2]
     url = server.serve("/cut.pth", half, announced=len(data))
 
-    with pytest.raises(hub.IncompleteDownloadError, match=f"{len(half)} of {len(data)} bytes"):
+    with pytest.raises(IncompleteDownloadError, match=f"{len(half)} of {len(data)} bytes"):
         hub.download(url, cache_dir=cache, sha256=sha(data), progress=False)
     assert list(cache.iterdir()) == []
     # Even unverified, a truncated transfer is caught by the byte count.
-    with pytest.raises(hub.IncompleteDownloadError):
+    with pytest.raises(IncompleteDownloadError):
         hub.download(url, cache_dir=cache, verify=False, progress=False)
     assert list(cache.iterdir()) == []
     with pytest.raises(ValueError, match="neither an existing file"):
@@ -245,7 +251,7 @@ def test_unknown_hash_requires_explicit_opt_out(server: Server, cache: Path) -> 
 def test_cache_dir_from_environment(
     server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(hub.CACHE_ENV_VAR, str(tmp_path / "env_cache"))
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "env_cache"))
     data = b"abc"
     path = hub.download(server.serve("/x.bin", data), sha256=sha(data), progress=False)
     assert path == tmp_path / "env_cache" / "x.bin"
@@ -339,7 +345,7 @@ def test_unverified_download_cut_without_content_length_is_not_cached(
     data = checkpoint_bytes(official_vit_state_dict())
     server.raw["/cut.pth"] = no_length(data[: len(data) // 2])
     url = server.url("/cut.pth")
-    with pytest.raises(hub.IncompleteDownloadError, match=f"{url} ended after {len(data) // 2}"):
+    with pytest.raises(IncompleteDownloadError, match=f"{url} ended after {len(data) // 2}"):
         hub.download(url, cache_dir=cache, verify=False, progress=False)
     assert list(cache.iterdir()) == []  # neither the file nor a .part
     # The complete file, still without a length, is accepted and loads.
@@ -369,7 +375,7 @@ def test_cut_chunked_transfer_is_an_incomplete_download(server: Server, cache: P
 
     server.raw["/chunked.pth"] = write
     url = server.url("/chunked.pth")
-    with pytest.raises(hub.IncompleteDownloadError, match=f"download of {url} was cut"):
+    with pytest.raises(IncompleteDownloadError, match=f"download of {url} was cut"):
         hub.download(url, cache_dir=cache, sha256="0" * 64, progress=False)
     assert list(cache.iterdir()) == []
 

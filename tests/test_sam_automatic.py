@@ -13,7 +13,6 @@ from segment_anything import modeling as official
 from segment_anything.utils import amg
 
 from teachkit.sam import AutomaticMaskGenerator, build_sam
-from teachkit.sam.build import SAM_CONFIGS
 from teachkit.sam.geometry import (
     box_nms,
     box_xyxy_to_xywh,
@@ -22,6 +21,7 @@ from teachkit.sam.geometry import (
     remove_small_regions,
     stability_score,
 )
+from teachkit.sam.sizes import SAM_CONFIGS
 
 CFG = SAM_CONFIGS["vit_tiny_shapes"]
 

@@ -24,8 +24,8 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from teachkit.profiles import count_parameters
 from teachkit.sam import build_sam, build_sam_from_config, load_sam_checkpoint
-from teachkit.sam.build import SAM_CONFIGS
 from teachkit.sam.model import preprocess_shape, resize_longest_side
+from teachkit.sam.sizes import SAM_CONFIGS
 
 TOL = 1e-4
 SLOW = os.environ.get("TEACHKIT_SLOW_TESTS") == "1"

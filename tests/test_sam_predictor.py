@@ -15,7 +15,7 @@ from segment_anything import SamPredictor as OfficialPredictor
 from segment_anything import modeling as official
 
 from teachkit.sam import SamPredictor, build_sam
-from teachkit.sam.build import SAM_CONFIGS
+from teachkit.sam.sizes import SAM_CONFIGS
 
 TOL = 1e-4
 CFG = SAM_CONFIGS["vit_tiny_shapes"]

@@ -17,8 +17,10 @@ One module per idea of the paper, in the order the course meets them:
   ``python -m teachkit.train``.
 """
 
+from teachkit.data.stream import ImageBatches
 from teachkit.dino.augment import MultiCropAugmentation, MultiCropConfig, ViewParams
 from teachkit.dino.batched_augment import BatchedMultiCrop
+from teachkit.dino.config import DINOConfig
 from teachkit.dino.head import DINOHead, MultiCropWrapper, cancel_gradients_last_layer
 from teachkit.dino.loss import DINOLoss, DINOLossOutput
 from teachkit.dino.schedules import (
@@ -30,13 +32,8 @@ from teachkit.dino.schedules import (
 )
 from teachkit.dino.step import dino_step
 from teachkit.dino.teacher import build_teacher, update_teacher
-from teachkit.dino.trainer import (
-    DINOConfig,
-    History,
-    ImageBatches,
-    NonFiniteLossError,
-    train_dino,
-)
+from teachkit.dino.trainer import History, train_dino
+from teachkit.run import NonFiniteLossError
 
 __all__ = [
     "BatchedMultiCrop",

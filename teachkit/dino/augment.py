@@ -51,8 +51,6 @@ from teachkit.config_fields import config_field
 from teachkit.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "MultiCropConfig",
     "ViewRecipe",
     "ViewParams",

@@ -30,7 +30,6 @@ from teachkit.dino.presets import CPU_PRESETS, PRESETS
 from teachkit.run import NonFiniteLossError, command_line
 
 __all__ = [
-    "PRESETS",
     "add_dino_commands",
     "data_variant_from_args",
     "dino_config_from_args",
@@ -262,7 +261,7 @@ def _prepare_dino(args: argparse.Namespace) -> tuple[DINOConfig, Any, tuple | No
     """Config, data, k-NN data, start backbone (``None``: random init) and the run-level
     facts for ``metrics.json``, checked before the first step: a configuration error is a
     usage error (``parser.error``: message and exit status 2, no traceback)."""
-    from teachkit.dino.trainer import check_run_inputs
+    from teachkit.dino.inputs import check_run_inputs
 
     with usage_errors(args, ValueError, FileNotFoundError):
         cfg = dino_config_from_args(args)

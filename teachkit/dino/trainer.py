@@ -57,14 +57,13 @@ from tqdm.auto import tqdm
 from teachkit import distributed as dist
 from teachkit.checkpoint import capture_rng_state, restore_rng_state
 from teachkit.compile_fallback import CompiledOrEager
-from teachkit.data.stream import ImageBatches, mix_seed
+from teachkit.data.stream import mix_seed
 from teachkit.dino.batched_augment import BatchedMultiCrop
 from teachkit.dino.config import FREE_TO_CHANGE, DINOConfig
 from teachkit.dino.head import DINOHead, MultiCropWrapper
 from teachkit.dino.inputs import batches_from, check_run_inputs
 from teachkit.dino.loss import DINOLoss, DINOLossOutput
 from teachkit.dino.monitor import (
-    COLLAPSE_MARGIN,
     knn_monitor,
     non_finite_message,
     uniform_collapse_message,
@@ -90,15 +89,10 @@ from teachkit.run import (
 )
 
 __all__ = [
-    "COLLAPSE_MARGIN",
     "Augment",
-    "DINOConfig",
     "History",
-    "ImageBatches",
-    "NonFiniteLossError",
     "RUN_SETTINGS",
     "UniformCollapseError",
-    "check_run_inputs",
     "train_dino",
 ]
 

@@ -38,15 +38,10 @@ Training and measuring the chapter's tiny SAM:
 """
 
 from teachkit.sam.automatic import AutomaticMaskGenerator
-from teachkit.sam.build import (
-    SAM_CONFIGS,
-    SamConfig,
-    build_sam,
-    build_sam_from_config,
-    load_sam_checkpoint,
-)
+from teachkit.sam.build import build_sam, build_sam_from_config, load_sam_checkpoint
 from teachkit.sam.model import Sam
 from teachkit.sam.predictor import SamPredictor
+from teachkit.sam.sizes import SAM_CONFIGS, SamConfig
 
 __all__ = [
     "AutomaticMaskGenerator",

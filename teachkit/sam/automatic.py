@@ -37,13 +37,10 @@ import numpy as np
 import torch
 
 from teachkit.sam import geometry
-from teachkit.sam.geometry import masks_to_boxes
 from teachkit.sam.model import Sam
 from teachkit.sam.predictor import SamPredictor
 
-# masks_to_boxes lives in teachkit.sam.geometry; it stays importable from here because
-# Chapter 7 imports it from this module.
-__all__ = ["AutomaticMaskGenerator", "masks_to_boxes"]
+__all__ = ["AutomaticMaskGenerator"]
 
 
 def _check_count(name: str, value: object) -> None:

@@ -30,7 +30,7 @@ from teachkit.sam.sizes import SAM_CONFIGS, SamConfig
 from teachkit.sam.transformer import TwoWayTransformer
 from teachkit.weights import StateDictMismatchError, load_strict
 
-__all__ = ["SamConfig", "SAM_CONFIGS", "build_sam", "build_sam_from_config", "load_sam_checkpoint"]
+__all__ = ["build_sam", "build_sam_from_config", "load_sam_checkpoint"]
 
 
 def build_sam_from_config(config: SamConfig) -> Sam:

@@ -31,7 +31,6 @@ __all__ = [
     "FREE_TO_CHANGE",
     "NESTING_PARENT_CLASSES",
     "PromptingRecipe",
-    "SCENE_DATASETS",
     "SamTrainConfig",
     "seen_class_ids",
 ]
@@ -204,7 +203,7 @@ class SamTrainConfig:
     # ---- run ------------------------------------------------------------------------
     model: str = config_field(
         "vit_tiny_shapes",
-        "SAM configuration (teachkit.sam.build.SAM_CONFIGS); its img_size is set to resolution.",
+        "SAM configuration (teachkit.sam.sizes.SAM_CONFIGS); its img_size is set to resolution.",
     )
     init: str | None = config_field(
         None,

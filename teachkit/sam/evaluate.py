@@ -49,10 +49,6 @@ __all__ = [
     "evaluate_sam",
     "instance_queries",
     "error_region_click",
-    # From teachkit.sam.geometry, importable from here too because Chapter 7 imports them
-    # from this module.
-    "mask_center",
-    "mask_iou",
 ]
 
 #: Seed of the held-out evaluation scenes; training draws its scenes from other seeds.

@@ -38,8 +38,6 @@ from teachkit.sam.prompt_encoder import PromptEncoder
 from teachkit.sam.sizes import PIXEL_MEAN, PIXEL_STD
 
 __all__ = [
-    "PIXEL_MEAN",
-    "PIXEL_STD",
     "Sam",
     "preprocess_shape",
     "resize_longest_side",

@@ -55,11 +55,12 @@ from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.stream import mix_seed
 from teachkit.profiles import pick_device, pick_precision, seed_everything
 from teachkit.run import NonFiniteLossError, StepHistory, resume_run, save_run
-from teachkit.sam.build import SAM_CONFIGS, build_sam_from_config
+from teachkit.sam.build import build_sam_from_config
 from teachkit.sam.config import FREE_TO_CHANGE, SamTrainConfig
 from teachkit.sam.evaluate import eval_scenes, evaluate_sam
 from teachkit.sam.interactive_loss import step_loss
 from teachkit.sam.model import Sam
+from teachkit.sam.sizes import SAM_CONFIGS
 
 __all__ = ["SamHistory", "build_training_sam", "train_sam"]
 
