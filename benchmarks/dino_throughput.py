@@ -67,10 +67,10 @@ from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.batched_augment import BatchedMultiCrop
 from teachkit.dino.config import DINOConfig
 from teachkit.dino.trainer import STEP_STATS, Augment, train_dino
+from teachkit.infra.run import NonFiniteLossError
 from teachkit.models.resnet import resnet18_cifar
 from teachkit.models.vit import VIT_SIZES
 from teachkit.profiles import BF16, FP32, Precision, pick_precision
-from teachkit.run import NonFiniteLossError
 
 PARTS = ("step", "e2e", "fp16", "compile")
 TARGETS = {

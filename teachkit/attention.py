@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from teachkit.tensor_checks import require_positive_int, require_tensor
+from teachkit.infra.tensor_checks import require_positive_int, require_tensor
 
 __all__ = [
     "attention_jaccard",

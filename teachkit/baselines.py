@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from teachkit.cli_checks import check_device, check_output_folder, usage_errors
 from teachkit.data.datasets import PROCEDURAL, procedural_splits, procedural_stream
+from teachkit.infra.cli_checks import check_device, check_output_folder, usage_errors
+from teachkit.infra.run import command_line, portable_command, write_metrics
 from teachkit.knn import extract_features, knn_accuracy
 from teachkit.models.registry import build_backbone, check_arch, is_vit
 from teachkit.pretrained import ModelCard, check_shipped_name, save_shipped
 from teachkit.profiles import hardware_name, pick_device, seed_everything
-from teachkit.run import command_line, portable_command, write_metrics
 
 __all__ = ["add_commands"]
 

@@ -39,10 +39,10 @@ from scipy import ndimage
 from torch import Tensor, nn
 
 from teachkit.attention import cls_attention_maps, mass_threshold, upsample_patches
+from teachkit.infra.tensor_checks import describe, require_positive_int, require_tensor
 from teachkit.preprocess import imagenet_preprocess
 from teachkit.sam.geometry import mask_center, masks_to_boxes
 from teachkit.sam.predictor import SamPredictor
-from teachkit.tensor_checks import describe, require_positive_int, require_tensor
 from teachkit.video import patch_features
 
 __all__ = [

@@ -35,9 +35,9 @@ import torch
 from torch import Tensor
 
 from teachkit.attention import mass_threshold
+from teachkit.infra.tensor_checks import describe, require_positive_int, require_tensor
 from teachkit.sam.geometry import mask_iou
 from teachkit.sam.predictor import SamPredictor
-from teachkit.tensor_checks import describe, require_positive_int, require_tensor
 
 __all__ = [
     "RANKS",

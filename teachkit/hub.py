@@ -1,5 +1,5 @@
 """Pretrained weights: registry of official checkpoints, hashed atomic downloads (the
-transfer itself is :mod:`teachkit.download`), strict loading (:mod:`teachkit.weights`).
+transfer itself is :mod:`teachkit.infra.download`), strict loading (:mod:`teachkit.infra.weights`).
 
 The course uses the official DINO backbones (Caron et al., 2021, `facebookresearch/dino`
 ``hubconf.py``) and the three Segment Anything checkpoints (Kirillov et al., 2023)::
@@ -44,12 +44,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from teachkit.download import (
+from teachkit.infra.download import (
     check_sha256_format,
     checkpoint_problem,
     download_file,
 )
-from teachkit.weights import load_strict
+from teachkit.infra.weights import load_strict
 
 __all__ = [
     "REGISTRY",
@@ -423,7 +423,7 @@ def load_into(
     shape, and every key of ``state_dict`` must be used. This is the point: the official
     scripts call ``load_state_dict(strict=False)`` and only print the mismatch, so a
     renamed layer silently keeps its random initialisation. The course's one strict
-    loader, :func:`teachkit.weights.load_strict`, does the work: floating tensors are
+    loader, :func:`teachkit.infra.weights.load_strict`, does the work: floating tensors are
     cast to the model's dtypes, and nothing is copied unless everything fits.
 
     Args:
@@ -435,7 +435,7 @@ def load_into(
     Raises:
         ValueError: listing the missing keys, the unexpected keys and the shape
             mismatches (``name: checkpoint (..) vs model (..)``), all at once (a
-            :class:`~teachkit.weights.StateDictMismatchError`); or a ``state_dict``
+            :class:`~teachkit.infra.weights.StateDictMismatchError`); or a ``state_dict``
             that is not a mapping of names to tensors.
     """
     return load_strict(

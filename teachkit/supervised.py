@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from teachkit.optim import one_cycle_adamw
+from teachkit.infra.optim import one_cycle_adamw
+from teachkit.infra.run import check_finite_loss
 from teachkit.preprocess import imagenet_preprocess
-from teachkit.run import check_finite_loss
 
 __all__ = ["Classifier", "train_supervised", "accuracy"]
 
@@ -55,7 +55,7 @@ def train_supervised(
         The loss of every step.
 
     Raises:
-        NonFiniteLossError: the loss became NaN or infinite (:mod:`teachkit.run`).
+        NonFiniteLossError: the loss became NaN or infinite (:mod:`teachkit.infra.run`).
     """
     model.to(device).train()
     opt, sched = one_cycle_adamw(model, lr=lr, steps=steps, weight_decay=weight_decay)

@@ -30,7 +30,7 @@ and per-epoch history).
 This module only joins the methods' command lines: each method registers its
 sub-commands from its own package (:mod:`teachkit.dino.cli`, :mod:`teachkit.baselines`,
 :mod:`teachkit.sam.cli`), every sub-command sets ``func``, and :func:`main` runs it with
-the arguments recorded for ``metrics.json`` (:func:`teachkit.run.parse_args_recorded`).
+the arguments recorded for ``metrics.json`` (:func:`teachkit.infra.run.parse_args_recorded`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Any
 
 from teachkit.dino import cli as dino_cli
 from teachkit.dino.presets import PRESETS as DINO_PRESETS
-from teachkit.run import parse_args_recorded
+from teachkit.infra.run import parse_args_recorded
 
 __all__ = ["PRESETS", "build_parser", "main"]
 

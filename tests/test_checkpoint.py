@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from teachkit.checkpoint import (
+from teachkit.infra.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     load_latest,

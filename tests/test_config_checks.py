@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from teachkit.config_checks import check_pair, check_range
 from teachkit.data.critters import CrittersConfig
 from teachkit.data.shapes import ShapesConfig
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.config import DINOConfig
+from teachkit.infra.config_checks import check_pair, check_range
 from teachkit.pretrained import SHIPPED_DIR
 from teachkit.sam.config import SamTrainConfig
 from teachkit.sam.unet import UNetTrainConfig

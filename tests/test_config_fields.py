@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from teachkit.config_fields import add_dataclass_flags, config_field, flag_values
+from teachkit.infra.config_fields import add_dataclass_flags, config_field, flag_values
 
 
 @dataclasses.dataclass

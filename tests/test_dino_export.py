@@ -158,7 +158,7 @@ def test_an_unreadable_metrics_json_or_checkpoint_names_the_file(run_dir, tmp_pa
 
 
 def test_an_unreadable_checkpoint_ships_the_one_before_it_with_its_own_history(run_dir, tmp_path):
-    """As a resumed run does (teachkit.checkpoint.load_latest): checkpoint.pt.prev."""
+    """As a resumed run does (teachkit.infra.checkpoint.load_latest): checkpoint.pt.prev."""
     run = _copy(run_dir, tmp_path)
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     ckpt["history"]["steps"] = ckpt["history"]["steps"][:1]  # an earlier save: one step

@@ -15,7 +15,6 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 from torch import nn
 
-from teachkit import distributed as dist
 from teachkit.data.stream import ImageBatches
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.batched_augment import BatchedMultiCrop
@@ -23,7 +22,8 @@ from teachkit.dino.cli import dino_config_from_args
 from teachkit.dino.config import DINOConfig
 from teachkit.dino.schedules import clip_gradients, cosine_schedule, get_params_groups
 from teachkit.dino.trainer import train_dino
-from teachkit.run import NonFiniteLossError
+from teachkit.infra import distributed as dist
+from teachkit.infra.run import NonFiniteLossError
 from teachkit.train import build_parser, main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py

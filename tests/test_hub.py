@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from teachkit import hub
-from teachkit.download import (
+from teachkit.infra.download import (
     CACHE_ENV_VAR,
     ChecksumMismatchError,
     IncompleteDownloadError,

@@ -85,8 +85,8 @@ def test_pick_device_is_the_one_resolver_with_one_message(monkeypatch):
     with pytest.raises(ValueError, match=r"device='cuda:1': there are only 1 GPU\(s\)"):
         pick_device("cuda:1")
     # the shapes' generator, the k-NN and the commands ask the same resolver
-    from teachkit.cli_checks import check_device
     from teachkit.data.shapes import make_shapes
+    from teachkit.infra.cli_checks import check_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match=r"^device='cuda': no GPU is available"):

@@ -1,5 +1,5 @@
 """The run skeleton every trainer shares: the non-finite-loss error, the run folder, the
-one resume policy and the recorded command (teachkit.run)."""
+one resume policy and the recorded command (teachkit.infra.run)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import torch
 
 import teachkit.dino
 import teachkit.dino.trainer
-from teachkit.pretext.autoencoder import ConvAutoencoder, train_autoencoder
-from teachkit.run import (
+from teachkit.infra.run import (
     NonFiniteLossError,
     changed_settings,
     check_same_run,
@@ -23,6 +22,7 @@ from teachkit.run import (
     resume_run,
     save_run,
 )
+from teachkit.pretext.autoencoder import ConvAutoencoder, train_autoencoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

@@ -1,4 +1,4 @@
-"""teachkit.weights.load_strict: the one strict loader of the hub, pretrained and SAM."""
+"""teachkit.infra.weights.load_strict: the one strict loader of the hub, pretrained and SAM."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from teachkit.weights import LISTED_KEYS, StateDictMismatchError, load_strict
+from teachkit.infra.weights import LISTED_KEYS, StateDictMismatchError, load_strict
 
 
 def _net() -> nn.Module:

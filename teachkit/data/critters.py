@@ -71,7 +71,6 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from teachkit.config_checks import check_field_types, check_pair, check_range
 from teachkit.data.shapes import (
     SceneBatch,
     ShapesBatch,
@@ -83,6 +82,7 @@ from teachkit.data.shapes import (
     _uniform,
     _visible,
 )
+from teachkit.infra.config_checks import check_field_types, check_pair, check_range
 
 __all__ = [
     "CRITTER_CLASSES",

@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from teachkit.config_checks import check_field_types, check_pair, check_range
+from teachkit.infra.config_checks import check_field_types, check_pair, check_range
 from teachkit.profiles import pick_device
 
 __all__ = [

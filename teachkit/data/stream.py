@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from teachkit import distributed as dist
+from teachkit.infra import distributed as dist
 
 __all__ = ["ImageBatches", "mix_seed"]
 
@@ -37,7 +37,7 @@ class ImageBatches:
         images: (N, 3, H, W) uint8 (or float in [0, 1]), e.g. CIFAR-10's training set.
         batch_size: images per step for this process.
         seed: seed of the shuffling.
-        rank, world_size: this process's share (defaults: from :mod:`teachkit.distributed`).
+        rank, world_size: this process's share (defaults: from :mod:`teachkit.infra.distributed`).
     """
 
     def __init__(

@@ -33,7 +33,7 @@ from teachkit.dino.schedules import (
 from teachkit.dino.step import dino_step
 from teachkit.dino.teacher import build_teacher, update_teacher
 from teachkit.dino.trainer import History, train_dino
-from teachkit.run import NonFiniteLossError
+from teachkit.infra.run import NonFiniteLossError
 
 __all__ = [
     "BatchedMultiCrop",

@@ -46,8 +46,8 @@ from torch import Tensor
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from teachkit.config_checks import check_field_types
-from teachkit.config_fields import config_field
+from teachkit.infra.config_checks import check_field_types
+from teachkit.infra.config_fields import config_field
 from teachkit.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -66,7 +66,7 @@ class MultiCropConfig:
 
     Every field's ``metadata["help"]`` says what it does and what to try; the
     command line (:mod:`teachkit.dino.cli`) shows the same text. Every field is checked
-    when the config is made (:mod:`teachkit.config_checks`): a wrong type is a
+    when the config is made (:mod:`teachkit.infra.config_checks`): a wrong type is a
     TypeError, a value out of range (a probability outside [0, 1], a ``(min, max)``
     pair in the wrong order, NaN) a ValueError naming the field.
     """

@@ -18,16 +18,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from teachkit import distributed as dist
 from teachkit import pretrained
-from teachkit.cli_checks import check_device, check_output_folder, usage_errors
-from teachkit.config_fields import add_dataclass_flags, flag_values
 from teachkit.data.critters import CrittersConfig
 from teachkit.data.datasets import DATASETS, PROCEDURAL, make_procedural, procedural_stream
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.config import DINOConfig
 from teachkit.dino.presets import CPU_PRESETS, PRESETS
-from teachkit.run import NonFiniteLossError, command_line
+from teachkit.infra import distributed as dist
+from teachkit.infra.cli_checks import check_device, check_output_folder, usage_errors
+from teachkit.infra.config_fields import add_dataclass_flags, flag_values
+from teachkit.infra.run import NonFiniteLossError, command_line
 
 __all__ = [
     "add_dino_commands",

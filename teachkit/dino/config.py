@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from teachkit.config_checks import check_field_types, check_range, check_seed
-from teachkit.config_fields import config_field
 from teachkit.dino.augment import MultiCropConfig
+from teachkit.infra.config_checks import check_field_types, check_range, check_seed
+from teachkit.infra.config_fields import config_field
 from teachkit.models.registry import ARCHS, check_arch
 
 __all__ = ["DINOConfig", "FREE_TO_CHANGE"]
 
 #: Settings that may differ between the sessions of one run without a warning (the resume
-#: policy of :func:`teachkit.run.resume_run`): where the run is written and runs, when it
+#: policy of :func:`teachkit.infra.run.resume_run`): where the run is written and runs, when it
 #: stops, saves, reads metrics back or runs the k-NN monitor, and whether it compiles or
 #: guards against collapse; none changes the maths of a step. Every other change is
 #: named in a warning when the run resumes.
@@ -41,7 +41,7 @@ class DINOConfig:
     where they make sense at 32 px; ``metadata["help"]`` of each field says what it does
     and what to try, and is the help text of the command line.
 
-    Every field is checked when the config is made (:mod:`teachkit.config_checks`): a
+    Every field is checked when the config is made (:mod:`teachkit.infra.config_checks`): a
     wrong type is a TypeError (``True`` is not a batch size), a value out of range or
     NaN a ValueError naming the field. ``crops`` may be given as a dict of
     :class:`MultiCropConfig` fields (as :meth:`to_dict` writes it); it becomes one.

@@ -30,13 +30,13 @@ from typing import Any
 
 from torch import nn
 
-from teachkit.checkpoint import CHECKPOINT_NAME, load_latest_file
 from teachkit.dino.config import DINOConfig
+from teachkit.infra.checkpoint import CHECKPOINT_NAME, load_latest_file
+from teachkit.infra.run import METRICS_NAME, portable_command
+from teachkit.infra.weights import load_strict
 from teachkit.models.registry import build_backbone
 from teachkit.pretrained import ModelCard, check_shipped_name, save_card, save_shipped
 from teachkit.profiles import seed_everything
-from teachkit.run import METRICS_NAME, portable_command
-from teachkit.weights import load_strict
 
 __all__ = ["build_run_backbone", "evaluate_backbone", "load_run", "ship_run"]
 
@@ -64,7 +64,7 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, DINOConfig, dict[str, Any]
     """The trained teacher backbone, the config and ``metrics.json`` of a run directory.
 
     The checkpoint is read as a resumed run reads it
-    (:func:`~teachkit.checkpoint.load_latest_file`): ``checkpoint.pt``, or
+    (:func:`~teachkit.infra.checkpoint.load_latest_file`): ``checkpoint.pt``, or
     ``checkpoint.pt.prev`` with a warning when the newest is missing or unreadable; the
     metrics then keep the steps and epochs that checkpoint holds, so the card's history
     ends where its weights do.

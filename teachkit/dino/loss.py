@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from teachkit.distributed import all_reduce_mean
+from teachkit.infra.distributed import all_reduce_mean
 
 __all__ = ["DINOLoss", "DINOLossOutput"]
 

@@ -112,7 +112,7 @@ def uniform_collapse_message(
 
 
 def non_finite_message(record: dict[str, float], cfg: DINOConfig, precision: str) -> str:
-    """The message of :class:`teachkit.run.NonFiniteLossError` for the step ``record``
+    """The message of :class:`teachkit.infra.run.NonFiniteLossError` for the step ``record``
     (``loss``, ``step``, ``epoch``, ``lr``, ``teacher_temp``): where training stopped,
     the likely causes with this run's values, and the checkpoint to resume from.
     ``precision`` is the arithmetic's name (``"fp16"``)."""

@@ -21,7 +21,7 @@ import copy
 import torch
 from torch import nn
 
-from teachkit.distributed import unwrap_model
+from teachkit.infra.distributed import unwrap_model
 
 __all__ = ["build_teacher", "update_teacher", "disable_stochastic_layers"]
 

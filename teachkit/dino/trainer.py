@@ -12,8 +12,8 @@ One step (DINO paper, Algorithm 1; official ``train_one_epoch``) is
 and around it: per-step schedules (lr, weight decay, teacher momentum, teacher
 temperature), mixed precision (:func:`teachkit.profiles.pick_precision`), multi-crop
 augmentation on the device (:class:`~teachkit.dino.batched_augment.BatchedMultiCrop`),
-multi-process training under ``torchrun`` (:mod:`teachkit.distributed`), atomic
-checkpoints with automatic resume under the resume policy of :mod:`teachkit.run`, a tqdm
+multi-process training under ``torchrun`` (:mod:`teachkit.infra.distributed`), atomic
+checkpoints with automatic resume under the resume policy of :mod:`teachkit.infra.run`, a tqdm
 bar, a per-step history, a per-epoch k-NN monitor and a collapse guard
 (:mod:`teachkit.dino.monitor`).
 
@@ -54,9 +54,6 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from teachkit import distributed as dist
-from teachkit.checkpoint import capture_rng_state, restore_rng_state
-from teachkit.compile_fallback import CompiledOrEager
 from teachkit.data.stream import mix_seed
 from teachkit.dino.batched_augment import BatchedMultiCrop
 from teachkit.dino.config import FREE_TO_CHANGE, DINOConfig
@@ -76,9 +73,10 @@ from teachkit.dino.schedules import (
 )
 from teachkit.dino.step import _region, dino_step
 from teachkit.dino.teacher import build_teacher
-from teachkit.models.registry import build_backbone
-from teachkit.profiles import BF16, FP16, FP32, Precision, pick_precision, seed_everything
-from teachkit.run import (
+from teachkit.infra import distributed as dist
+from teachkit.infra.checkpoint import capture_rng_state, restore_rng_state
+from teachkit.infra.compile_fallback import CompiledOrEager
+from teachkit.infra.run import (
     NonFiniteLossError,
     StepHistory,
     check_same_run,
@@ -87,6 +85,8 @@ from teachkit.run import (
     save_run,
     write_metrics,
 )
+from teachkit.models.registry import build_backbone
+from teachkit.profiles import BF16, FP16, FP32, Precision, pick_precision, seed_everything
 
 __all__ = [
     "Augment",
@@ -575,7 +575,7 @@ class _Run:
     def _resume(self) -> int:
         """Load the latest checkpoint of out_dir (if any); the step to continue from.
         Changed settings other than :data:`~teachkit.dino.config.FREE_TO_CHANGE` are
-        named in a warning (:func:`teachkit.run.resume_run`); a changed
+        named in a warning (:func:`teachkit.infra.run.resume_run`); a changed
         :data:`RUN_SETTINGS` fact is an error, and one this session does not give is
         kept from ``metrics.json``."""
         ckpt = resume_run(

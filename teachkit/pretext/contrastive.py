@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from teachkit.optim import one_cycle_adamw
+from teachkit.infra.optim import one_cycle_adamw
+from teachkit.infra.run import check_finite_loss
 from teachkit.pretext.autoencoder import _images
-from teachkit.run import check_finite_loss
 
 __all__ = ["ContrastiveModel", "nt_xent_loss", "train_contrastive"]
 
@@ -84,7 +84,7 @@ def train_contrastive(
         The loss of every step.
 
     Raises:
-        NonFiniteLossError: the loss became NaN or infinite (:mod:`teachkit.run`).
+        NonFiniteLossError: the loss became NaN or infinite (:mod:`teachkit.infra.run`).
     """
     model.to(device).train()
     opt, sched = one_cycle_adamw(model, lr=lr, steps=steps, weight_decay=1e-4)

@@ -9,7 +9,7 @@ without weights (``save_card``): the ablation runs of Chapter 3, whose curves ar
 lesson.
 
 Weights are stored in float16 to keep the files small (< 10 MB each) and loaded back
-into the model's dtype by the strict loader, :func:`teachkit.weights.load_strict`.
+into the model's dtype by the strict loader, :func:`teachkit.infra.weights.load_strict`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from teachkit.weights import load_strict
+from teachkit.infra.weights import load_strict
 
 __all__ = ["ModelCard", "SHIPPED_DIR", "available", "cards", "check_shipped_name", "load_card",
            "load_shipped", "load_or_train", "save_card", "save_shipped"]
@@ -143,7 +143,7 @@ def load_card(name: str) -> ModelCard:
 def load_shipped(name: str, model: nn.Module) -> ModelCard:
     """Load shipped weights into ``model`` strictly and return its card.
 
-    Every key must match in name and shape (:func:`teachkit.weights.load_strict`); the
+    Every key must match in name and shape (:func:`teachkit.infra.weights.load_strict`); the
     float16 weights are cast to the model's dtypes, and ``model`` is left in eval mode.
 
     Raises:

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
+from teachkit.infra.weights import StateDictMismatchError, load_strict
 from teachkit.sam.image_encoder import ImageEncoderViT
 from teachkit.sam.mask_decoder import MaskDecoder
 from teachkit.sam.model import Sam
 from teachkit.sam.prompt_encoder import PromptEncoder
 from teachkit.sam.sizes import SAM_CONFIGS, SamConfig
 from teachkit.sam.transformer import TwoWayTransformer
-from teachkit.weights import StateDictMismatchError, load_strict
 
 __all__ = ["build_sam", "build_sam_from_config", "load_sam_checkpoint"]
 
@@ -79,7 +79,7 @@ def load_sam_checkpoint(model: Sam, checkpoint: str | Path) -> None:
 
     Accepts the official ``sam_vit_*.pth`` files (a bare state dict) and files that wrap
     it as ``{"model": state_dict}``. The course's strict loader
-    (:func:`teachkit.weights.load_strict`) does the work: nothing is copied unless every
+    (:func:`teachkit.infra.weights.load_strict`) does the work: nothing is copied unless every
     key fits.
 
     Raises:

@@ -17,15 +17,15 @@ from typing import Any
 
 import torch
 
-from teachkit.config_fields import add_dataclass_flags, flag_values
-from teachkit.run import command_line, parse_args_recorded, write_metrics
+from teachkit.infra.config_fields import add_dataclass_flags, flag_values
+from teachkit.infra.run import command_line, parse_args_recorded, write_metrics
 from teachkit.sam.config import SamTrainConfig
 
 
 def _config_from_args(args: argparse.Namespace, cls: type) -> Any:
     """The config from the flags, checked with the run flags before any training: a bad
     value is a usage error (``parser.error``: message, exit status 2, no traceback)."""
-    from teachkit.cli_checks import check_device, check_output_folder, usage_errors
+    from teachkit.infra.cli_checks import check_device, check_output_folder, usage_errors
     from teachkit.pretrained import check_shipped_name
 
     with usage_errors(args):

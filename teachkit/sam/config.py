@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from teachkit.config_checks import check_field_types, check_range, check_seed
-from teachkit.config_fields import config_field
 from teachkit.data.scene_chunks import SCENE_DATASETS
 from teachkit.data.shapes import CLASSES
+from teachkit.infra.config_checks import check_field_types, check_range, check_seed
+from teachkit.infra.config_fields import config_field
 from teachkit.sam.sizes import SAM_CONFIGS
 
 __all__ = [
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: Settings that may differ between the sessions of one run without a warning (the resume
-#: policy of :func:`teachkit.run.resume_run`): where the run is written and runs, when it
+#: policy of :func:`teachkit.infra.run.resume_run`): where the run is written and runs, when it
 #: stops or saves, and how often and on how many scenes the mIoU monitor measures; none
 #: changes the maths of a step. Every other change is named in a warning when the run
 #: resumes.
@@ -107,7 +107,7 @@ class SamTrainConfig:
     """Every setting of a SAM training run; ``metadata["help"]`` says what each does and
     what to try, and is the help text of ``python -m teachkit.train sam``.
 
-    Every field is checked when the config is made (:mod:`teachkit.config_checks`): a
+    Every field is checked when the config is made (:mod:`teachkit.infra.config_checks`): a
     wrong type is a TypeError, a value out of range or NaN a ValueError naming the field.
     """
 

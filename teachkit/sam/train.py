@@ -12,7 +12,7 @@ parameters).
 ``holdout`` classes never appear in training, so :mod:`teachkit.sam.evaluate` can measure
 seen vs unseen classes.
 
-**Checkpoints** (:mod:`teachkit.checkpoint`): model, optimiser, step, RNG states and
+**Checkpoints** (:mod:`teachkit.infra.checkpoint`): model, optimiser, step, RNG states and
 history go atomically to ``out_dir/checkpoint.pt`` every ``checkpoint_every`` steps; a
 run restarted with the same ``out_dir`` resumes and, since data and prompts are drawn
 from ``(seed, step)``, matches an uninterrupted run.
@@ -50,11 +50,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from teachkit.checkpoint import capture_rng_state, restore_rng_state
 from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.stream import mix_seed
+from teachkit.infra.checkpoint import capture_rng_state, restore_rng_state
+from teachkit.infra.run import NonFiniteLossError, StepHistory, resume_run, save_run
 from teachkit.profiles import pick_device, pick_precision, seed_everything
-from teachkit.run import NonFiniteLossError, StepHistory, resume_run, save_run
 from teachkit.sam.build import build_sam_from_config
 from teachkit.sam.config import FREE_TO_CHANGE, SamTrainConfig
 from teachkit.sam.evaluate import eval_scenes, evaluate_sam
@@ -237,7 +237,7 @@ def _resume(cfg, model, optimizer, scaler, history: SamHistory) -> int:
     """Load ``out_dir``'s latest checkpoint into the run; the step to continue from.
 
     Changed settings other than :data:`~teachkit.sam.config.FREE_TO_CHANGE` are named in
-    a warning (:func:`teachkit.run.resume_run`)."""
+    a warning (:func:`teachkit.infra.run.resume_run`)."""
     ckpt = resume_run(cfg.out_dir, cfg.to_dict(), free_to_change=FREE_TO_CHANGE, stacklevel=3)
     if ckpt is None:
         return 0

@@ -41,12 +41,12 @@ from scipy import ndimage
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from teachkit.config_checks import check_field_types, check_range, check_seed
-from teachkit.config_fields import config_field
 from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.shapes import CLASSES, SceneBatch
+from teachkit.infra.config_checks import check_field_types, check_range, check_seed
+from teachkit.infra.config_fields import config_field
+from teachkit.infra.run import check_finite_loss
 from teachkit.profiles import pick_device, seed_everything
-from teachkit.run import check_finite_loss
 from teachkit.sam.config import seen_class_ids
 from teachkit.sam.evaluate import instance_queries
 
@@ -158,7 +158,7 @@ def semantic_targets(scenes: SceneBatch, class_ids: Sequence[int]) -> Tensor:
 class UNetTrainConfig:
     """Settings of the U-Net baseline; the data settings should match the SAM run's.
 
-    Every field is checked when the config is made (:mod:`teachkit.config_checks`): a
+    Every field is checked when the config is made (:mod:`teachkit.infra.config_checks`): a
     wrong type is a TypeError, a value out of range or NaN a ValueError naming the field.
     """
 

@@ -4,7 +4,7 @@
   (:func:`check_finite_loss` for a trainer that has no more to say);
 * what it records step by step: :class:`StepHistory`, which each trainer's history extends;
 * where it keeps itself: :func:`save_run` writes ``checkpoint.pt`` (atomically,
-  :mod:`teachkit.checkpoint`) and ``metrics.json``; :func:`resume_run` reads the latest
+  :mod:`teachkit.infra.checkpoint`) and ``metrics.json``; :func:`resume_run` reads the latest
   checkpoint back under **one resume policy**: a run may be continued with other
   settings, but every setting that changed is named in a warning, except those the
   trainer lists as free to change (where the run goes, how often it saves or is
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from teachkit.checkpoint import CHECKPOINT_NAME, load_latest, save_checkpoint
+from teachkit.infra.checkpoint import CHECKPOINT_NAME, load_latest, save_checkpoint
 
 __all__ = [
     "METRICS_NAME",
