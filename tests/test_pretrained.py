@@ -91,12 +91,13 @@ def test_a_card_that_started_from_another_names_a_shipped_model_of_its_architect
     assert f"--init {card.init}" in card.command, card.command
 
 
-def test_the_two_stage_critters_models_record_their_start():
-    """The chapters' critters models that continued from others (the H100 DINO runs on the
-    full-strength backgrounds; Chapter 6's SAM) say so on their cards."""
+def test_the_critters_models_record_their_start():
+    """The chapters' critters models that continued from others (the H100 ViT-nano run on
+    the full-strength backgrounds; Chapter 6's SAM) say so on their cards; the small CNN
+    started from its random initialisation."""
     starts = {name: pretrained.load_card(name).init
               for name in ("dino_cnn_critters", "dino_vit_nano_critters", "sam_tiny_critters")}
-    assert starts == {"dino_cnn_critters": "dino_cnn_critters_full_context",
+    assert starts == {"dino_cnn_critters": "",
                       "dino_vit_nano_critters": "dino_vit_nano_critters_full_context",
                       "sam_tiny_critters": "sam_tiny_shapes"}
 

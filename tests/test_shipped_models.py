@@ -194,6 +194,17 @@ def test_shipped_critters_dino_models_meet_the_bar(name):
     assert results["knn_top1_percent"] >= results["pixels_knn_top1_percent"] + 25
 
 
+def test_the_small_cnn_was_made_in_one_stage_from_random_init_and_meets_its_bars():
+    """Issue 21's one-stage bars: one package command from the random initialisation
+    (no --init), k-NN >= random init + 25 points and >= raw pixels + 25 points."""
+    card = pretrained.load_card("dino_cnn_critters")
+    assert card.init == "" and "--init" not in card.command
+    assert "python -m teachkit.train dino --preset cnn_critters" in card.command
+    results = card.results
+    assert results["knn_top1_percent"] >= results["random_init_knn_top1_percent"] + 25
+    assert results["knn_top1_percent"] >= results["pixels_knn_top1_percent"] + 25
+
+
 def test_shipped_tiny_sam_reproduces_its_card():
     """The tiny SAM's recorded mIoU (1 point, box, seen vs unseen) on the fixed held-out scenes."""
     from teachkit.sam.config import SamTrainConfig, seen_class_ids
