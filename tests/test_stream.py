@@ -29,3 +29,26 @@ def test_a_batch_larger_than_the_dataset_is_refused():
         ImageBatches(_images(4), 5, rank=0, world_size=1)
     with pytest.raises(ValueError, match=r"images must be \(N, 3, H, W\)"):
         ImageBatches(torch.zeros(4, 3, 2), 2)
+
+
+def test_one_procedural_stream_with_the_shipped_seed_rule():
+    """Shapes and critters share one stream class; batch ``i`` comes from seed
+    ``seed * 1_000_000_007 + i`` (the rule every shipped model's data was drawn with)."""
+    from teachkit.data.critters import CrittersStream
+    from teachkit.data.shapes import ShapesStream
+    from teachkit.data.stream import ProceduralStream
+
+    assert issubclass(ShapesStream, ProceduralStream)
+    assert issubclass(CrittersStream, ProceduralStream)
+
+    class Seeds(ProceduralStream):
+        draw = staticmethod(lambda n, *, resolution, seed, device, **options: (n, seed, options))
+
+    stream = Seeds(4, seed=3, colour="red")
+    assert stream.batch(5) == (4, 3 * 1_000_000_007 + 5, {"colour": "red"})
+    it = iter(stream.at_step(2))
+    assert [next(it)[1] for _ in range(2)] == [3 * 1_000_000_007 + 2, 3 * 1_000_000_007 + 3]
+    with pytest.raises(ValueError, match="start_step must be >= 0"):
+        Seeds(4, start_step=-1)
+    with pytest.raises(ValueError, match="batch_size must be an integer"):
+        Seeds(2.5)

@@ -62,10 +62,8 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -82,6 +80,7 @@ from teachkit.data.shapes import (
     _uniform,
     _visible,
 )
+from teachkit.data.stream import ProceduralStream
 from teachkit.infra.config_checks import check_field_types, check_pair, check_range
 
 __all__ = [
@@ -555,7 +554,7 @@ def make_critter_scenes(
     return SceneBatch(images, labels, _visible(full), counts, parents)
 
 
-class CrittersStream:
+class CrittersStream(ProceduralStream):
     """Fresh critters every batch, forever; batch ``i`` is drawn from seed ``(seed, i)``.
 
     A run resumed at step ``i`` sees exactly the batches an uninterrupted run would
@@ -573,6 +572,8 @@ class CrittersStream:
         :class:`~teachkit.data.shapes.ShapesBatch` with ``images`` (B, 3, H, W) uint8.
     """
 
+    draw = staticmethod(make_critters)
+
     def __init__(
         self,
         batch_size: int,
@@ -583,28 +584,9 @@ class CrittersStream:
         config: CrittersConfig | None = None,
         start_step: int = 0,
     ) -> None:
-        _check(batch_size, resolution)
-        self.batch_size, self.resolution, self.seed = batch_size, resolution, seed
-        self.device, self.config, self.start_step = torch.device(device), config, start_step
-
-    def batch(self, step: int) -> ShapesBatch:
-        """The batch of step ``step`` (deterministic)."""
-        return make_critters(
-            self.batch_size,
-            resolution=self.resolution,
-            seed=self.seed * 1_000_000_007 + step,
-            config=self.config,
-            device=self.device,
+        super().__init__(
+            batch_size, resolution=resolution, seed=seed, device=device,
+            start_step=start_step, config=config,
         )
-
-    def at_step(self, step: int) -> CrittersStream:
-        """The same stream, starting at ``step`` (for resuming a run)."""
-        resumed = copy.copy(self)
-        resumed.start_step = step
-        return resumed
-
-    def __iter__(self) -> Iterator[ShapesBatch]:
-        step = self.start_step
-        while True:
-            yield self.batch(step)
-            step += 1
+        _check(self.batch_size, self.resolution)
+        self.config = config

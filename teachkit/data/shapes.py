@@ -36,14 +36,15 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
+from teachkit.data.stream import ProceduralStream
 from teachkit.infra.config_checks import check_field_types, check_pair, check_range
+from teachkit.infra.tensor_checks import as_integer
 from teachkit.profiles import pick_device
 
 __all__ = [
@@ -358,21 +359,11 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
 
 
 # ------------------------------------------------------------------ argument checks
-def _integer(name: str, value: object) -> int:
-    """``value`` as a Python int (numpy and torch integers too); ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
-
-
 def _seed(seed: object) -> int:
     """Any integer seed, taken modulo 2**64 (the generator's state: what
     ``manual_seed`` does with a negative seed, and the same bytes for every seed it
     accepted), so huge seeds work instead of overflowing."""
-    return _integer("seed", seed) % 2**64
+    return as_integer("seed", seed) % 2**64
 
 
 def _device(device: torch.device | str) -> torch.device:
@@ -431,7 +422,7 @@ def make_shapes(
             fine), a seed that is not an integer, an unknown or empty ``classes``, or a
             device that this machine does not have.
     """
-    n, resolution = _integer("n", n), _integer("resolution", resolution)
+    n, resolution = as_integer("n", n), as_integer("resolution", resolution)
     _check(n, resolution)
     seed = _seed(seed)
     base = config or ShapesConfig()
@@ -466,7 +457,7 @@ def shapes_splits(
 ) -> tuple[ShapesBatch, ShapesBatch]:
     """Fixed, seeded train and test splits that never share an image."""
     kw = dict(resolution=resolution, shortcuts=shortcuts, config=config)
-    seed = _integer("seed", seed)
+    seed = as_integer("seed", seed)
     return make_shapes(n_train, seed=seed, **kw), make_shapes(
         n_test, seed=seed + _TEST_SEED_OFFSET, **kw
     )
@@ -497,10 +488,10 @@ def make_scenes(
         ValueError: as :func:`make_shapes`, and ``instances`` that is not two integers
             ``1 <= min <= max`` or a ``nest_probability`` outside ``[0, 1]``.
     """
-    n, resolution = _integer("n", n), _integer("resolution", resolution)
+    n, resolution = as_integer("n", n), as_integer("resolution", resolution)
     _check(n, resolution)
     try:
-        lo, hi = (_integer("instances", v) for v in instances)
+        lo, hi = (as_integer("instances", v) for v in instances)
     except (TypeError, ValueError):
         lo = hi = 0  # reported just below
     if not 1 <= lo <= hi:
@@ -571,7 +562,7 @@ def _visible(full: torch.Tensor) -> torch.Tensor:
     return visible
 
 
-class ShapesStream:
+class ShapesStream(ProceduralStream):
     """Fresh single-object images every batch, forever: no fixed set to overfit.
 
     Batch ``i`` is drawn from seed ``(seed, i)``, so a run resumed at step ``i``
@@ -584,10 +575,13 @@ class ShapesStream:
         device: where to draw ("cuda" draws on the GPU: no data-loader bottleneck).
         shortcuts: per-image signatures on (see module doc).
         config: drawing parameters.
+        start_step: the first step's index.
 
     Yields:
         :class:`ShapesBatch` objects with ``images`` (B, 3, H, W) uint8.
     """
+
+    draw = staticmethod(make_shapes)
 
     def __init__(
         self,
@@ -600,45 +594,9 @@ class ShapesStream:
         config: ShapesConfig | None = None,
         start_step: int = 0,
     ) -> None:
-        batch_size = _integer("batch_size", batch_size)
-        resolution = _integer("resolution", resolution)
-        _check(batch_size, resolution)
-        start_step = _integer("start_step", start_step)
-        if start_step < 0:
-            raise ValueError(f"start_step must be >= 0, got {start_step}")
-        self.batch_size = batch_size
-        self.resolution = resolution
-        self.seed = _integer("seed", seed)
-        self.device = _device(device)
-        self.shortcuts = shortcuts
-        self.config = config
-        self.start_step = start_step
-
-    def batch(self, step: int) -> ShapesBatch:
-        """The batch of step ``step`` (deterministic)."""
-        return make_shapes(
-            self.batch_size,
-            resolution=self.resolution,
-            seed=self.seed * 1_000_000_007 + step,
-            shortcuts=self.shortcuts,
-            config=self.config,
-            device=self.device,
+        super().__init__(
+            batch_size, resolution=resolution, seed=seed, device=_device(device),
+            start_step=start_step, shortcuts=shortcuts, config=config,
         )
-
-    def at_step(self, step: int) -> ShapesStream:
-        """The same stream, starting at ``step`` (for resuming a run)."""
-        return ShapesStream(
-            self.batch_size,
-            resolution=self.resolution,
-            seed=self.seed,
-            device=self.device,
-            shortcuts=self.shortcuts,
-            config=self.config,
-            start_step=step,
-        )
-
-    def __iter__(self) -> Iterator[ShapesBatch]:
-        step = self.start_step
-        while True:
-            yield self.batch(step)
-            step += 1
+        _check(self.batch_size, self.resolution)
+        self.shortcuts, self.config = shortcuts, config

@@ -9,20 +9,94 @@ slice of the same global batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from teachkit.infra import distributed as dist
+from teachkit.infra.tensor_checks import as_integer
 
-__all__ = ["ImageBatches", "mix_seed"]
+__all__ = ["ImageBatches", "ProceduralStream", "mix_seed"]
 
 
 def mix_seed(*values: int) -> int:
     """A well-mixed 63-bit seed from several integers (e.g. seed and step)."""
     return int(np.random.SeedSequence(list(values)).generate_state(2, np.uint64)[0] >> 1)
+
+
+def _step(name: str, value: object) -> int:
+    step = as_integer(name, value)
+    if step < 0:
+        raise ValueError(f"{name} must be >= 0, got {step}")
+    return step
+
+
+class ProceduralStream:
+    """Fresh procedural images every batch, forever: no fixed set to overfit.
+
+    Batch ``i`` is ``draw(batch_size, seed=seed * 1_000_000_007 + i, ...)``, so a run
+    resumed at step ``i`` sees exactly the batches an uninterrupted run would
+    (:meth:`at_step`). The seed rule predates :func:`mix_seed` and stays: every shipped
+    model's command reproduces its data through it. A dataset's stream is a subclass
+    that names its ``draw`` function (:class:`~teachkit.data.shapes.ShapesStream`,
+    :class:`~teachkit.data.critters.CrittersStream`); ``options`` are passed on to it.
+
+    Args:
+        batch_size: images per batch.
+        resolution: image side in pixels.
+        seed: base seed of the stream.
+        device: where to draw ("cuda" draws on the GPU: no data-loader bottleneck).
+        start_step: the first step's index.
+        options: the dataset's own drawing options (``config``, ``shortcuts``).
+
+    Yields:
+        the batches ``draw`` returns, with ``images`` (B, 3, H, W) uint8.
+    """
+
+    draw: ClassVar[Callable[..., Any]]
+
+    def __init__(
+        self,
+        batch_size: int,
+        *,
+        resolution: int = 32,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        start_step: int = 0,
+        **options: Any,
+    ) -> None:
+        self.batch_size = as_integer("batch_size", batch_size)
+        self.resolution = as_integer("resolution", resolution)
+        self.seed = as_integer("seed", seed)
+        self.start_step = _step("start_step", start_step)
+        self.device = torch.device(device)
+        self.options = options
+
+    def batch(self, step: int) -> Any:
+        """The batch of step ``step`` (deterministic)."""
+        return type(self).draw(
+            self.batch_size,
+            resolution=self.resolution,
+            seed=self.seed * 1_000_000_007 + step,
+            device=self.device,
+            **self.options,
+        )
+
+    def at_step(self, step: int) -> ProceduralStream:
+        """The same stream, starting at ``step`` (for resuming a run)."""
+        resumed = copy.copy(self)
+        resumed.start_step = _step("step", step)
+        return resumed
+
+    def __iter__(self) -> Iterator[Any]:
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1
 
 
 class ImageBatches:

@@ -10,9 +10,11 @@ fail at the door with a ``TypeError`` that names the argument and what was expec
 
 from __future__ import annotations
 
+import operator
+
 from torch import Tensor
 
-__all__ = ["describe", "require_positive_int", "require_tensor"]
+__all__ = ["as_integer", "describe", "require_positive_int", "require_tensor"]
 
 
 def describe(value: object) -> str:
@@ -45,3 +47,18 @@ def require_positive_int(name: str, value: object) -> None:
         raise TypeError(f"{name} must be an int >= 1; got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be an int >= 1; got {value}")
+
+
+def as_integer(name: str, value: object) -> int:
+    """``value`` as a Python int (NumPy and torch integers too); ValueError otherwise.
+
+    >>> as_integer("seed", True)
+    Traceback (most recent call last):
+    ValueError: seed must be an integer, got True
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
