@@ -13,6 +13,10 @@ One module per idea of the paper, in the order the course meets them:
 * :mod:`~teachkit.dino.trainer`: the training loop (:func:`train_dino`), with
   :mod:`~teachkit.dino.config` (its settings), :mod:`~teachkit.dino.inputs` (what it
   accepts) and :mod:`~teachkit.dino.monitor` (the k-NN monitor and collapse guard);
+* :mod:`~teachkit.dino.presets`: the named recipes of ``--preset``;
+* :mod:`~teachkit.dino.export`: a finished (or stopped) run shipped as a checkpoint with
+  its model card; :mod:`~teachkit.dino.shipped`: a shipped backbone loaded back, with the
+  random initialisation it started from;
 * :mod:`~teachkit.dino.cli`: the ``dino`` and ``ship-dino`` commands of
   ``python -m teachkit.train``.
 """
