@@ -138,7 +138,7 @@ def _check_image(image: Tensor) -> None:
 @torch.no_grad()
 def segment_clicks(
     predictor: SamPredictor,
-    image: Tensor,
+    image: Tensor | None,
     saliency: Tensor,
     *,
     mass: float = 0.6,
@@ -147,8 +147,10 @@ def segment_clicks(
     """Click the salient patches (:func:`click_points`) and let SAM mask each click.
 
     Args:
-        predictor: a :class:`SamPredictor` (its image is set here, and reset after).
-        image: ``(3, H, W)`` uint8 RGB.
+        predictor: a :class:`SamPredictor`.
+        image: ``(3, H, W)`` uint8 RGB, set on the predictor here and reset after; or
+            ``None`` to click the image already set on it (``predictor.set_image``), which
+            stays set: set an image once to segment it with several maps.
         saliency: ``(h, w)`` non-negative map on the patch grid of the image.
         mass, stride: which patches are clicked.
 
@@ -159,14 +161,21 @@ def segment_clicks(
         raise TypeError(
             f"predictor must be a SamPredictor (SamPredictor(sam)); got {describe(predictor)}"
         )
-    _check_image(image)
-    size = (image.shape[-2], image.shape[-1])
+    if image is None:
+        if predictor.original_size is None:
+            raise ValueError("image=None clicks the predictor's image, but none is set")
+        size = predictor.original_size
+    else:
+        _check_image(image)
+        size = (image.shape[-2], image.shape[-1])
     clicks = click_points(saliency, size, mass=mass, stride=stride)
     bh, bw = _blocks(saliency, size)
-    predictor.set_image(image)
+    if image is not None:
+        predictor.set_image(image)
     labels = torch.ones(len(clicks), 1, dtype=torch.long)
     out, iou, _ = predictor.predict_torch(point_coords=clicks[:, None], point_labels=labels)
-    predictor.reset_image()
+    if image is not None:
+        predictor.reset_image()
     first, best = torch.arange(len(clicks)), iou.argmax(dim=1)
     masks, sam_scores = out[first, best].cpu(), iou[first, best].float().cpu()
     fine = saliency.float().repeat_interleave(bh, 0).repeat_interleave(bw, 1)

@@ -28,6 +28,10 @@ def _square(y0: int, x0: int, side: int, size: int = 32) -> torch.Tensor:
     return m
 
 
+def _empty(*shape: int) -> torch.Tensor:
+    return torch.zeros(*shape, dtype=torch.bool)
+
+
 # ---------------------------------------------------------------------------- matching
 def test_perfect_masks_find_every_object_and_a_duplicate_counts_once():
     truth = torch.stack([_square(0, 0, 8), _square(16, 16, 8)])
@@ -60,10 +64,10 @@ def test_no_kept_mask_finds_nothing():
 @pytest.mark.parametrize(
     ("pred", "truth", "kwargs", "message"),
     [
-        (torch.zeros(1, 32, 32, dtype=torch.bool), torch.zeros(0, 32, 32, dtype=torch.bool), {}, "M >= 1"),
-        (torch.zeros(32, 32, dtype=torch.bool), torch.zeros(1, 32, 32, dtype=torch.bool), {}, r"\(K, H, W\)"),
-        (torch.zeros(1, 16, 16, dtype=torch.bool), torch.zeros(1, 32, 32, dtype=torch.bool), {}, "but true_masks"),
-        (torch.zeros(1, 32, 32, dtype=torch.bool), torch.zeros(1, 32, 32, dtype=torch.bool), {"iou": 0.0}, r"\(0, 1\]"),
+        (_empty(1, 32, 32), _empty(0, 32, 32), {}, "M >= 1"),
+        (_empty(32, 32), _empty(1, 32, 32), {}, r"\(K, H, W\)"),
+        (_empty(1, 16, 16), _empty(1, 32, 32), {}, "but true_masks"),
+        (_empty(1, 32, 32), _empty(1, 32, 32), {"iou": 0.0}, r"\(0, 1\]"),
     ],
 )
 def test_matching_rejects_bad_input(pred, truth, kwargs, message):
@@ -170,6 +174,13 @@ def test_candidates_are_one_sam_mask_per_click_with_their_scores(predictor, scen
     )
     assert mask_iou(out[0, iou[0].argmax()], cand.masks[0]) == 1.0
     assert torch.equal(cand.ranked("sam"), cand.sam_scores)
+    # With the image already set, the same clicks give the same masks, and it stays set.
+    same = segment_clicks(predictor, None, saliency)
+    assert torch.equal(same.masks, cand.masks) and torch.equal(same.sam_scores, cand.sam_scores)
+    assert predictor.original_size == (128, 128)
+    predictor.reset_image()
+    with pytest.raises(ValueError, match="none is set"):
+        segment_clicks(predictor, None, saliency)
     with pytest.raises(ValueError, match="unknown rank 'area'"):
         cand.ranked("area")
 
