@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,12 @@ from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.shapes import CLASSES, make_scenes
 from teachkit.sam.cli import main
 from teachkit.sam.config import SamTrainConfig, seen_class_ids
-from teachkit.sam.evaluate import ambiguity_example, error_region_click, evaluate_sam
+from teachkit.sam.evaluate import (
+    SamEvaluation,
+    ambiguity_example,
+    error_region_click,
+    evaluate_sam,
+)
 from teachkit.sam.geometry import mask_center, mask_iou, mean_iou
 from teachkit.sam.interactive_loss import interactive_loss
 from teachkit.sam.losses import dice_loss, focal_loss, select_min_loss
@@ -306,6 +312,41 @@ def test_evaluate_sam_reports_seen_and_unseen_for_one_point_three_points_and_box
     assert torch.equal(result.clicks[:, 0], result.point)
     with pytest.raises(ValueError, match="img_size"):
         evaluate_sam(model, make_scenes(1, resolution=32))
+
+
+def test_evaluation_keeps_the_first_clicks_three_scores_for_the_calibration():
+    model = build_training_sam(tiny())
+    result = evaluate_sam(model, make_scenes(3, resolution=64, seed=1))
+    q = len(result.point)
+    assert result.point_scores.shape == result.point_ious.shape == (q, 3)
+    # the reported 1-point IoU is the mask the head ranks first; the oracle the best one
+    top = result.point_scores.argmax(dim=1)
+    assert torch.equal(result.point_ious[torch.arange(q), top], result.point)
+    assert torch.equal(result.point_ious.max(dim=1).values, result.point_oracle)
+    assert ((result.point_stability >= 0) & (result.point_stability <= 1)).all()
+    cal = result.calibration()
+    pred, true = result.point_scores.flatten().numpy(), result.point_ious.flatten().numpy()
+    assert cal["masks"] == 3 * q
+    assert cal["correlation"] == pytest.approx(float(np.corrcoef(pred, true)[0, 1]), abs=1e-6)
+    assert cal["mean_abs_error"] == pytest.approx(float(np.abs(pred - true).mean()), abs=1e-6)
+
+
+def test_calibration_of_a_perfect_head_and_the_official_thresholds():
+    true = torch.tensor([[0.95, 0.5, 0.1], [0.9, 0.2, 0.3]])
+    ev = SamEvaluation(
+        labels=torch.tensor([0, 1]), nested=torch.zeros(2, dtype=torch.bool),
+        point=true[:, 0], point_oracle=true[:, 0], clicks=true[:, :1], box=true[:, 0],
+        point_scores=true.clone(), point_ious=true,
+        point_stability=torch.tensor([[0.96, 0.99, 0.99], [0.9, 0.99, 0.99]]),
+    )
+    cal = ev.calibration()
+    assert cal["correlation"] == pytest.approx(1.0) and cal["mean_abs_error"] == 0.0
+    # two masks are good enough; only the first is also stable enough for the generator
+    assert cal["true_at_least_0.88"] == 2 and cal["passes_official"] == 1
+    ev.point_scores = 1 - true  # a head that ranks backwards
+    assert ev.calibration()["correlation"] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="no first-click scores"):
+        SamEvaluation(ev.labels, ev.nested, ev.point, ev.point, ev.clicks, ev.box).calibration()
 
 
 def test_ambiguity_example_clicks_inside_the_nested_child():

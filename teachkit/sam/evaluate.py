@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from teachkit.data.shapes import CLASSES, SceneBatch, make_scenes
-from teachkit.sam.geometry import mask_center, mask_iou, masks_to_boxes
+from teachkit.sam.geometry import mask_center, mask_iou, masks_to_boxes, stability_score
 from teachkit.sam.model import Sam
 
 __all__ = [
@@ -146,6 +146,12 @@ class SamEvaluation:
         clicks: ``Q x k`` IoU after click 1..k (column 0 equals ``point``).
         box: ``Q`` IoU with the tight-box prompt.
         seen_classes: class indices seen in training (``None``: no split).
+        point_scores: ``Q x 3`` the IoU head's predicted IoU of each of the 3 masks of
+            the first click (what ranks them, and what the automatic mask generator
+            thresholds).
+        point_ious: ``Q x 3`` the true IoU of each of those masks.
+        point_stability: ``Q x 3`` their stability scores (logit offset 1, as the
+            generator's).
     """
 
     labels: torch.Tensor
@@ -155,6 +161,41 @@ class SamEvaluation:
     clicks: torch.Tensor
     box: torch.Tensor
     seen_classes: tuple[int, ...] | None = None
+    point_scores: torch.Tensor | None = None
+    point_ious: torch.Tensor | None = None
+    point_stability: torch.Tensor | None = None
+
+    def calibration(self) -> dict[str, float]:
+        """Can the IoU head be trusted? Over the ``3 Q`` masks of the first clicks:
+
+        ``masks``; ``correlation`` (Pearson) and ``mean_abs_error`` between predicted and
+        true IoU; ``stability_correlation`` between stability score and true IoU (nan
+        where a column is constant); ``true_at_least_0.88``, the masks good enough for the
+        official predicted-IoU threshold, and ``passes_official``, the masks with
+        predicted IoU > 0.88 and stability >= 0.95 (the generator's defaults).
+
+        Raises:
+            ValueError: the evaluation holds no first-click scores or no query.
+        """
+        if self.point_scores is None or self.point_ious is None or self.point_stability is None:
+            raise ValueError("this evaluation has no first-click scores; run evaluate_sam")
+        pred, true = self.point_scores.flatten().double(), self.point_ious.flatten().double()
+        stab = self.point_stability.flatten().double()
+        if pred.numel() == 0:
+            raise ValueError("the evaluation has no query (no instance of >= min_area pixels)")
+
+        def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+            a, b = a - a.mean(), b - b.mean()
+            return float((a * b).sum() / (a.norm() * b.norm()))
+
+        return {
+            "masks": float(pred.numel()),
+            "correlation": pearson(pred, true),
+            "mean_abs_error": float((pred - true).abs().mean()),
+            "stability_correlation": pearson(stab, true),
+            "true_at_least_0.88": float((true >= 0.88).sum()),
+            "passes_official": float(((pred > 0.88) & (stab >= 0.95)).sum()),
+        }
 
     def summary(self) -> dict[str, float]:
         """mIoUs: ``miou_1point``, ``miou_1point_oracle``, ``miou_{k}points``, ``miou_box``,
@@ -199,8 +240,10 @@ def _check_resolution(model: Sam, scenes: SceneBatch) -> tuple[int, int]:
 @torch.no_grad()
 def _evaluate_batch(
     model: Sam, images: torch.Tensor, gt: torch.Tensor, owner: torch.Tensor, clicks: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """IoUs for Q queries ``gt`` (``Q x H x W``) on images ``owner`` (``Q``) of ``images``."""
+) -> tuple[torch.Tensor, ...]:
+    """IoUs for Q queries ``gt`` (``Q x H x W``) on images ``owner`` (``Q``) of ``images``:
+    the fields of :class:`SamEvaluation` from ``point`` to ``box``, then ``point_scores``,
+    ``point_ious`` and ``point_stability``."""
     size = tuple(gt.shape[-2:])
     dev = model.device
     emb = model.image_encoder(model.preprocess(images.to(dev).float()))[owner.to(dev)]
@@ -210,7 +253,9 @@ def _evaluate_batch(
     coords = torch.stack([mask_center(m) for m in gt]).to(dev)[:, None]
     labels = torch.ones(q, 1, dtype=torch.long, device=dev)
     low, score = model.decode(emb, point_coords=coords, point_labels=labels, multimask_output=True)
-    masks = _upsampled(model, low, size) > model.mask_threshold
+    logits = _upsampled(model, low, size)
+    masks = logits > model.mask_threshold
+    stability = stability_score(logits, model.mask_threshold, 1.0)
     ious = mask_iou(masks, gt[:, None])
     top = score.argmax(dim=1)
     oracle = ious.max(dim=1).values
@@ -229,7 +274,7 @@ def _evaluate_batch(
     boxes = masks_to_boxes(gt).float()
     low, _ = model.decode(emb, boxes=boxes, multimask_output=False)
     box = mask_iou(_upsampled(model, low, size)[:, 0] > model.mask_threshold, gt)
-    return history[0], oracle, torch.stack(history, dim=1), box
+    return history[0], oracle, torch.stack(history, dim=1), box, score, ious, stability
 
 
 def evaluate_sam(
@@ -276,7 +321,9 @@ def evaluate_sam(
         images = scenes.images[start : start + batch_size]
         parts.append(_evaluate_batch(model, images, gt, scene[sel] - start, clicks))
     model.train(was_training)
-    point, oracle, history, box = (torch.cat([p[i].cpu() for p in parts]) for i in range(4))
+    point, oracle, history, box, scores, ious, stability = (
+        torch.cat([p[i].float().cpu() for p in parts]) for i in range(7)
+    )
     return SamEvaluation(
         labels=scenes.labels[scene, inst].cpu(),
         nested=_nested_flags(scenes, scene, inst).cpu(),
@@ -285,6 +332,9 @@ def evaluate_sam(
         clicks=history,
         box=box,
         seen_classes=None if seen_classes is None else tuple(int(c) for c in seen_classes),
+        point_scores=scores,
+        point_ious=ious,
+        point_stability=stability,
     )
 
 
