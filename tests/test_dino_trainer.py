@@ -128,6 +128,23 @@ def test_without_ema_the_teacher_is_a_copy_of_the_student():
         tiny_config(momentum_teacher_end=1.5)
 
 
+def test_channels_last_is_the_same_run_rounded_differently(tmp_path):
+    """``channels_last`` changes the weights' memory order, not the maths: the losses
+    follow the default run's to float rounding, and the run resumes as usual."""
+    data = ImageBatches(tiny_images(), 8)
+    plain = train_dino(tiny_config(), data, backbone=backbone(), progress=False)
+    cfg = tiny_config(channels_last=True, out_dir=str(tmp_path), max_steps=3)
+    train_dino(cfg, data, backbone=backbone(), progress=False)
+    fast = train_dino(tiny_config(channels_last=True, out_dir=str(tmp_path)), data,
+                      backbone=backbone(), progress=False)
+    conv = fast.student.backbone.conv.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert fast.teacher.backbone.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(fast.column("loss"), plain.column("loss"), rtol=1e-4)
+    torch.testing.assert_close(fast.student.backbone.conv.weight, plain.student.backbone.conv.weight,
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_conv_stem_reaches_the_vit_and_is_refused_for_cnns():
     from teachkit.models.registry import build_backbone
 

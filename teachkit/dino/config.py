@@ -26,6 +26,7 @@ FREE_TO_CHANGE: tuple[str, ...] = (
     "out_dir",
     "device",
     "compile",
+    "channels_last",
     "max_steps",
     "checkpoint_every",
     "log_every",
@@ -174,6 +175,12 @@ class DINOConfig:
         False,
         "torch.compile student and teacher (faster on recent GPUs after a minute of "
         "compiling; falls back to eager with a warning if compiling fails).",
+    )
+    channels_last: bool = config_field(
+        False,
+        "Keep student and teacher weights in channels-last memory order: convolutions run "
+        "on the CPU's fast path (the small CNN's step about 1.5x faster on 2 cores); the "
+        "same maths, rounded differently. No effect on a ViT's linear layers.",
     )
     out_dir: str | None = config_field(
         None,

@@ -306,7 +306,10 @@ class _Run:
         student = MultiCropWrapper(backbone, head())
         fresh = MultiCropWrapper(fresh_backbone, head()) if fresh_backbone is not None else None
         teacher = build_teacher(student, fresh=fresh)
-        return student.to(self.device), teacher.to(self.device)
+        student, teacher = student.to(self.device), teacher.to(self.device)
+        if cfg.channels_last:  # 4-d conv weights only; the views keep their layout
+            student, teacher = (m.to(memory_format=torch.channels_last) for m in (student, teacher))
+        return student, teacher
 
     def _wrap_distributed(self) -> nn.Module:
         if self.world == 1:
