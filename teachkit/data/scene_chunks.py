@@ -4,8 +4,8 @@ Chapter 6: SAM, encoder to decoder -- section "Training a tiny SAM" (the data). 
 trainer (:mod:`teachkit.sam.train`) and the U-Net baseline (:mod:`teachkit.sam.unet`)
 both draw their batches from :class:`SceneChunks`, so the two see the same scenes.
 
-Scenes come from :func:`teachkit.data.shapes.make_scenes` or
-:func:`teachkit.data.critters.make_critter_scenes` (:data:`SCENE_DATASETS` names them),
+Scenes come from the dataset's ``scenes`` (:data:`teachkit.data.datasets.SCENE_DATASETS`:
+:func:`teachkit.data.shapes.make_scenes` or :func:`teachkit.data.critters.make_critter_scenes`),
 a chunk at a time, seeded by ``(seed, chunk)``
 (:func:`teachkit.data.stream.mix_seed`): the batch of a step is a pure function of
 ``(seed, step)``, which is what lets a resumed run match an uninterrupted one.
@@ -20,14 +20,11 @@ from collections.abc import Sequence
 
 import torch
 
-from teachkit.data.critters import CRITTER_CLASSES, make_critter_scenes
-from teachkit.data.shapes import CLASSES, SceneBatch, make_scenes
+from teachkit.data.datasets import SCENE_DATASETS
+from teachkit.data.shapes import SceneBatch
 from teachkit.data.stream import mix_seed
 
-__all__ = ["SCENE_DATASETS", "SceneChunks"]
-
-#: The scene datasets, with their class names (label ``i`` names ``[i]``).
-SCENE_DATASETS: dict[str, tuple[str, ...]] = {"shapes": CLASSES, "critters": CRITTER_CLASSES}
+__all__ = ["SceneChunks"]
 
 
 class SceneChunks:
@@ -43,11 +40,13 @@ class SceneChunks:
         chunk_size: scenes drawn at once (rounded down to a multiple of ``batch_size``).
         resolution: image side.
         seed: base seed.
-        classes: class names allowed in the scenes (``None``: all; shapes only).
-        nest_probability: share of scenes with a nested pair (shapes only).
+        classes: class names allowed in the scenes (``None``: all; only for a dataset
+            with ``class_subsets``, shapes).
+        nest_probability: share of scenes with a nested pair (with ``class_subsets``).
         device: where scenes are drawn.
-        dataset: ``"shapes"`` (:func:`~teachkit.data.shapes.make_scenes`) or
-            ``"critters"`` (:func:`~teachkit.data.critters.make_critter_scenes`).
+        dataset: a name of :data:`~teachkit.data.datasets.SCENE_DATASETS`: ``"shapes"``
+            (:func:`~teachkit.data.shapes.make_scenes`) or ``"critters"``
+            (:func:`~teachkit.data.critters.make_critter_scenes`).
     """
 
     def __init__(
@@ -66,8 +65,9 @@ class SceneChunks:
             raise ValueError(f"need 1 <= batch_size <= chunk_size, got {batch_size}, {chunk_size}")
         if dataset not in SCENE_DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(SCENE_DATASETS)}")
-        if dataset == "critters" and classes is not None:
-            raise ValueError("critters scenes draw every class; pass classes=None")
+        self.scenes = SCENE_DATASETS[dataset]
+        if not self.scenes.class_subsets and classes is not None:
+            raise ValueError(f"{dataset} scenes draw every class; pass classes=None")
         self.dataset = dataset
         self.batch_size = batch_size
         self.steps_per_chunk = chunk_size // batch_size
@@ -84,13 +84,9 @@ class SceneChunks:
                 resolution=self.resolution, seed=mix_seed(self.seed, index), device=self.device
             )
             n = self.steps_per_chunk * self.batch_size
-            if self.dataset == "critters":
-                scenes = make_critter_scenes(n, **common)
-            else:
-                scenes = make_scenes(
-                    n, classes=self.classes, nest_probability=self.nest_probability, **common
-                )
-            self._cached = (index, scenes)
+            if self.scenes.class_subsets:
+                common.update(classes=self.classes, nest_probability=self.nest_probability)
+            self._cached = (index, self.scenes.scenes(n, **common))
         return self._cached[1]
 
     def batch(self, step: int) -> SceneBatch:

@@ -20,7 +20,7 @@ from typing import Any
 
 from teachkit import pretrained
 from teachkit.data.critters import CrittersConfig
-from teachkit.data.datasets import DATASETS, PROCEDURAL, make_procedural, procedural_stream
+from teachkit.data.datasets import DATASETS, make_procedural, procedural_stream
 from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.config import DINOConfig
 from teachkit.dino.presets import CPU_PRESETS, PRESETS
@@ -79,7 +79,7 @@ def _add_dino_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--dataset",
-        choices=["shapes", "critters", "cifar10"],
+        choices=list(DATASETS),
         default=None,
         help="critters: endless procedural stream whose classes have natural-image "
         "statistics (offline; the quick profile's DINO data); shapes: procedural shapes, "
@@ -165,7 +165,7 @@ def dino_config_from_args(args: argparse.Namespace) -> DINOConfig:
     on_cpu = args.profile in CPU_PRESETS
     if values.get("device") is None and on_cpu and not dist.is_distributed():
         values["device"] = "cpu"
-    if dataset == "cifar10" and args.profile == "full" and args.steps_per_epoch is None:
+    if not DATASETS[dataset].procedural and args.profile == "full" and args.steps_per_epoch is None:
         values["steps_per_epoch"] = None  # an epoch is one pass over the 50,000 images
     return DINOConfig(**values)
 
@@ -178,7 +178,9 @@ def _dino_data(
     config = CrittersConfig(**variant) if variant else None
     n_train, n_test = _resolved(args, "knn_train"), _resolved(args, "knn_test")
     size = cfg.crops.global_size
-    if dataset in PROCEDURAL:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
+    if DATASETS[dataset].procedural:
         rank, world = dist.rank(), dist.world_size()
         # drawn where training runs: no host-to-device copy, no loader bottleneck
         data = procedural_stream(
@@ -195,20 +197,18 @@ def _dino_data(
         bank = make_procedural(dataset, n_train or 5000, seed=10_000 + cfg.seed, **kw)
         queries = make_procedural(dataset, n_test or 1000, seed=20_000 + cfg.seed, **kw)
         eval_data = (bank.images, bank.labels, queries.images, queries.labels)
-    elif dataset == "cifar10":
-        from teachkit.data.cifar import load_cifar10
+    else:  # a dataset on disk (CIFAR-10)
         from teachkit.data.stream import ImageBatches
 
-        images, labels = load_cifar10(args.data_root, train=True, download=args.download)
-        test_images, test_labels = load_cifar10(args.data_root, train=False, download=args.download)
+        load = DATASETS[dataset].load
+        images, labels = load(args.data_root, train=True, download=args.download)
+        test_images, test_labels = load(args.data_root, train=False, download=args.download)
         # 150 MB of uint8: keep the training set on the GPU, batches are gathered there
         data = ImageBatches(
             images.to(dist.device_for_process(cfg.device)), cfg.batch_size, seed=cfg.seed
         )
         n_train, n_test = n_train or len(images), n_test or len(test_images)
         eval_data = (images[:n_train], labels[:n_train], test_images[:n_test], test_labels[:n_test])
-    else:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
     return data, (None if args.no_eval else eval_data)
 
 

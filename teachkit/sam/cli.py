@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from teachkit.data.datasets import SCENE_DATASETS
 from teachkit.infra.config_fields import add_dataclass_flags, flag_values
 from teachkit.infra.run import command_line, parse_args_recorded, write_metrics
 from teachkit.sam.config import SamTrainConfig
@@ -125,7 +126,7 @@ def run_sam_command(args: argparse.Namespace) -> int:
     seen = cfg.seen_class_ids
     scenes = eval_scenes(args.eval_scenes, resolution=cfg.resolution, dataset=cfg.dataset)
     result = evaluate_sam(model.cpu(), scenes, seen_classes=seen, progress=not args.no_progress)
-    maker = "make_scenes" if cfg.dataset == "shapes" else "make_critter_scenes"
+    maker = SCENE_DATASETS[cfg.dataset].scenes.__name__
     start = f", fine-tuned from {cfg.init}" if cfg.init else ""
     summary = {k: round(v, 4) for k, v in result.summary().items()}
     stride = max(1, len(history.steps) // 200)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from teachkit.data.scene_chunks import SCENE_DATASETS
+from teachkit.data.datasets import SCENE_DATASETS
 from teachkit.data.shapes import CLASSES
 from teachkit.infra.config_checks import check_field_types, check_range, check_seed
 from teachkit.infra.config_fields import config_field
@@ -238,13 +238,15 @@ class SamTrainConfig:
             raise ValueError(
                 f"unknown dataset {self.dataset!r}; expected one of {list(SCENE_DATASETS)}"
             )
+        scenes = SCENE_DATASETS[self.dataset]
         if self.holdout is None:
-            self.holdout = ("star", "heart", "arrow") if self.dataset == "shapes" else ()
+            self.holdout = scenes.scene_holdout
         self.holdout = tuple(self.holdout)
-        if self.dataset == "critters" and self.holdout:
+        if self.holdout and not scenes.class_subsets:
             raise ValueError(
-                f"holdout {list(self.holdout)}: critters scenes draw every class, so nothing "
-                "can be held out; use holdout=() (--holdout none) with dataset='critters'"
+                f"holdout {list(self.holdout)}: {self.dataset} scenes draw every class, so "
+                f"nothing can be held out; use holdout=() (--holdout none) with "
+                f"dataset={self.dataset!r}"
             )
         for name in (
             "steps",
@@ -290,7 +292,7 @@ class SamTrainConfig:
                     f"unknown shipped model {self.init!r} for init; expected one of "
                     f"{[n for n in available() if n.startswith('sam_')]}"
                 )
-        if self.dataset == "shapes":
+        if scenes.class_subsets:  # the shapes' hold-out and nesting rules
             seen_class_ids(self.holdout, nest_probability=self.nest_probability)
 
     @property
@@ -301,7 +303,13 @@ class SamTrainConfig:
     @property
     def class_names(self) -> tuple[str, ...]:
         """The dataset's class names (the indices of its labels)."""
-        return SCENE_DATASETS[self.dataset]
+        return SCENE_DATASETS[self.dataset].classes
+
+    @property
+    def scene_classes(self) -> tuple[str, ...] | None:
+        """The classes the training scenes are drawn from (``None``: every class, for a
+        dataset whose scenes cannot leave classes out)."""
+        return self.seen_classes if SCENE_DATASETS[self.dataset].class_subsets else None
 
     @property
     def seen_classes(self) -> tuple[str, ...]:

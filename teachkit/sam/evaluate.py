@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from teachkit.data.datasets import SCENE_DATASETS
 from teachkit.data.shapes import CLASSES, SceneBatch, make_scenes
 from teachkit.sam.geometry import mask_center, mask_iou, masks_to_boxes, stability_score
 from teachkit.sam.model import Sam
@@ -89,17 +90,14 @@ def eval_scenes(
     **scene_kwargs,
 ) -> SceneBatch:
     """The fixed held-out scenes: ``make_scenes(n, resolution=..., seed=EVAL_SEED)``, or
-    with ``dataset="critters"`` ``make_critter_scenes`` with the same arguments.
+    the scenes of another dataset of :data:`~teachkit.data.datasets.SCENE_DATASETS`
+    (``"critters"``: ``make_critter_scenes``) with the same arguments.
 
     All ten classes appear, so seen and unseen classes are measured on the same images.
     """
-    if dataset == "critters":
-        from teachkit.data.critters import make_critter_scenes
-
-        return make_critter_scenes(n, resolution=resolution, seed=seed, **scene_kwargs)
-    if dataset != "shapes":
-        raise ValueError(f"unknown dataset {dataset!r}; expected 'shapes' or 'critters'")
-    return make_scenes(n, resolution=resolution, seed=seed, **scene_kwargs)
+    if dataset not in SCENE_DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(SCENE_DATASETS)}")
+    return SCENE_DATASETS[dataset].scenes(n, resolution=resolution, seed=seed, **scene_kwargs)
 
 
 def instance_queries(scenes: SceneBatch, min_area: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

@@ -140,7 +140,7 @@ def train_sam(
         chunk_size=cfg.chunk_size,
         resolution=cfg.resolution,
         seed=cfg.seed,
-        classes=cfg.seen_classes if cfg.dataset == "shapes" else None,
+        classes=cfg.scene_classes,
         nest_probability=cfg.nest_probability,
         device=device,
         dataset=cfg.dataset,
