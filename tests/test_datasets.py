@@ -42,11 +42,14 @@ def test_every_record_is_whole(name):
 
 
 def test_a_variant_of_another_dataset_is_named_as_such():
-    with pytest.raises(ValueError, match="shortcuts=True exists for 'shapes' only, not for 'critters'"):
+    shortcuts = "shortcuts=True exists for 'shapes' only, not for 'critters'"
+    with pytest.raises(ValueError, match=shortcuts):
         make_procedural("critters", 2, shortcuts=True)
-    with pytest.raises(ValueError, match=r"config= \(a CrittersConfig\) exists for 'critters' only"):
+    config = r"config= \(a CrittersConfig\) exists for 'critters' only, not for 'shapes'"
+    with pytest.raises(ValueError, match=config):
         procedural_splits("shapes", 2, 2, config=object())
-    with pytest.raises(ValueError, match=r"unknown procedural dataset 'cifar10'; expected one of \['shapes', 'critters'\]"):
+    unknown = r"unknown procedural dataset 'cifar10'; expected one of \['shapes', 'critters'\]"
+    with pytest.raises(ValueError, match=unknown):
         procedural_stream("cifar10", 4)
 
 
@@ -76,5 +79,6 @@ def test_a_new_dataset_is_one_record(monkeypatch):
     assert CLASSES.index("star") not in labels.tolist()
     scenes = eval_scenes(2, resolution=64, dataset="toy")
     assert torch.equal(scenes.images, eval_scenes(2, resolution=64).images)  # shapes' drawing
-    with pytest.raises(ValueError, match=r"unknown dataset 'mnist'; expected one of \['shapes', 'critters', 'toy'\]"):
+    unknown = r"unknown dataset 'mnist'; expected one of \['shapes', 'critters', 'toy'\]"
+    with pytest.raises(ValueError, match=unknown):
         eval_scenes(2, dataset="mnist")
