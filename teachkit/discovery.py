@@ -17,7 +17,8 @@ the question becomes *which* regions are objects. The recipe, per image::
    first. (SAM's automatic mask generator also clicks a grid, but keeps every mask that
    passes its quality thresholds; here a saliency map chooses where to click.)
 3. **Rank**: by the mean saliency inside each mask (``rank="saliency"``: the saliency map
-   decides what is an object) or by SAM's predicted IoU (``rank="sam"``: SAM alone).
+   decides what is an object), by SAM's predicted IoU (``rank="sam"``: SAM alone), or by
+   their product (``rank="joint"``: both must agree).
 4. **Deduplicate**: walking down the ranking, a mask is dropped when more than half of
    the smaller of it and a kept mask overlap, or when it is smaller than ``min_area``;
    at most ``max_objects`` are kept.
@@ -50,9 +51,9 @@ __all__ = [
     "segment_clicks",
 ]
 
-RANKS = ("saliency", "sam")
+RANKS = ("saliency", "sam", "joint")
 """How :func:`discover_objects` orders SAM's masks: by the mean saliency inside each mask,
-or by SAM's own predicted IoU."""
+by SAM's own predicted IoU, or by their product."""
 
 
 def _check_saliency(saliency: Tensor) -> None:
@@ -121,10 +122,14 @@ class Candidates:
         return self.masks.shape[0]
 
     def ranked(self, rank: str) -> Tensor:
-        """``(P,)`` the score :func:`keep_distinct` orders by: ``"saliency"`` or ``"sam"``."""
-        if rank not in RANKS:
+        """``(P,)`` the score :func:`keep_distinct` orders by: ``"saliency"``, ``"sam"`` or
+        ``"joint"`` (the saliency times SAM's predicted IoU)."""
+        scores = {"saliency": self.saliency, "sam": self.sam_scores}
+        if rank == "joint":
+            return self.saliency * self.sam_scores
+        if rank not in scores:
             raise ValueError(f"unknown rank {rank!r}; expected one of {RANKS}")
-        return self.saliency if rank == "saliency" else self.sam_scores
+        return scores[rank]
 
 
 def _check_image(image: Tensor) -> None:
@@ -243,7 +248,8 @@ def discover_objects(
         saliency: ``(h, w)`` non-negative map on the patch grid of the image.
         mass, stride: which patches are clicked (:func:`click_points`).
         rank: ``"saliency"`` (the mean saliency inside each mask decides what is an
-            object) or ``"sam"`` (SAM's predicted IoU decides).
+            object), ``"sam"`` (SAM's predicted IoU decides) or ``"joint"`` (their
+            product: in Chapter 7 it finds the most critters with DINO's maps).
         max_objects, min_area: see :func:`keep_distinct`.
 
     Returns:

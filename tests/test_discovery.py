@@ -174,6 +174,8 @@ def test_candidates_are_one_sam_mask_per_click_with_their_scores(predictor, scen
     )
     assert mask_iou(out[0, iou[0].argmax()], cand.masks[0]) == 1.0
     assert torch.equal(cand.ranked("sam"), cand.sam_scores)
+    assert torch.equal(cand.ranked("saliency"), cand.saliency)
+    assert torch.equal(cand.ranked("joint"), cand.saliency * cand.sam_scores)
     # With the image already set, the same clicks give the same masks, and it stays set.
     same = segment_clicks(predictor, None, saliency)
     assert torch.equal(same.masks, cand.masks) and torch.equal(same.sam_scores, cand.sam_scores)
