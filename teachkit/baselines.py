@@ -18,10 +18,10 @@ import torch
 
 from teachkit.data.datasets import PROCEDURAL, procedural_splits, procedural_stream
 from teachkit.infra.cli_checks import check_device, check_output_folder, usage_errors
-from teachkit.infra.run import command_line, portable_command, write_metrics
+from teachkit.infra.run import command_line
 from teachkit.knn import extract_features, knn_accuracy
 from teachkit.models.registry import build_backbone, check_arch, is_vit
-from teachkit.pretrained import ModelCard, check_shipped_name, save_shipped
+from teachkit.pretrained import ModelCard, check_shipped_name, finish_run
 from teachkit.profiles import hardware_name, pick_device, seed_everything
 
 __all__ = ["add_commands"]
@@ -115,15 +115,11 @@ def _knn(model, dataset: str, preprocess=None, shortcuts: bool = False) -> float
 
 def _finish(args, model, description: str, results: dict, losses: list[float], start: float,
             device: torch.device) -> None:
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), args.out / "model.pt")
     stride = max(1, len(losses) // 200)
-    name = args.ship or args.out.name
     card = ModelCard(
-        name=name,
+        name=args.ship or args.out.name,
         description=description,
-        # a shipped card names no folder of the machine that trained it (runs/NAME)
-        command=portable_command(command_line(args), name) if args.ship else command_line(args),
+        command=command_line(args),
         seed=args.seed,
         data=f"{args.dataset} stream (fresh 32x32 images, batch {args.batch_size}"
         f"{', shortcuts=True' if getattr(args, 'shortcuts', False) else ''}); evaluated on "
@@ -134,10 +130,7 @@ def _finish(args, model, description: str, results: dict, losses: list[float], s
         history={"loss": [round(x, 5) for x in losses[::stride]]},
         created=time.strftime("%Y-%m-%d"),
     )
-    write_metrics(args.out, card.__dict__)
-    if args.ship:
-        save_shipped(model.cpu(), card)
-    print(card.summary())
+    finish_run(args.out, model, card, {}, method=args.command, ship=bool(args.ship))
 
 
 def _run_autoencoder(args) -> None:

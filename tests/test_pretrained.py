@@ -1,3 +1,8 @@
+import json
+import shlex
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -79,6 +84,37 @@ def test_shipped_files_are_small_and_carded(name):
     assert card.command.startswith(runnable) or "python -m teachkit.train " in card.command
     assert card.results
     assert card.wall_time_s > 0 and card.hardware and card.created
+
+
+@pytest.mark.parametrize("name", pretrained.cards())
+def test_no_card_names_a_folder_of_the_machine_that_trained_it(name):
+    """A card's command can be pasted anywhere: its --out is runs/NAME or relative."""
+    words = shlex.split(pretrained.load_card(name).command)
+    outs = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--out"]
+    outs += [w.split("=", 1)[1] for w in words if w.startswith("--out=")]
+    assert all(not Path(o).is_absolute() for o in outs), outs
+
+
+def test_finish_run_writes_the_run_and_ships_a_portable_card(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path / "shipped")
+    model = torch.nn.Linear(2, 2)
+    card = pretrained.ModelCard(
+        name="finish_test", description="d", command="python -m teachkit.train sam --out "
+        f"{tmp_path}/run --seed 0", seed=0, data="x", hardware="cpu", wall_time_s=1.0,
+        results={"a": 1.0}, created="2026-12-06",
+    )
+    written = pretrained.finish_run(tmp_path / "run", model, card, {"steps": [1]}, method="sam",
+                                    ship=True)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["method"] == "sam" and metrics["steps"] == [1]
+    assert metrics["card"]["command"] == written.command
+    assert written.command == "python -m teachkit.train sam --out runs/finish_test --seed 0"
+    assert pretrained.load_card("finish_test").command == written.command
+    assert (tmp_path / "run" / "model.pt").is_file() and "finish_test" in capsys.readouterr().out
+    # not shipped: the run's own folder stays in the command, nothing is shipped
+    kept = pretrained.finish_run(tmp_path / "run2", model, replace(card, name="kept"), {},
+                                 method="unet", ship=False)
+    assert kept.command == card.command and "kept" not in pretrained.cards()
 
 
 @pytest.mark.parametrize("name", [n for n in pretrained.cards() if pretrained.load_card(n).init])

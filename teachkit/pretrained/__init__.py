@@ -18,17 +18,18 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from teachkit.infra.run import portable_command, write_metrics
 from teachkit.infra.weights import load_strict
 
-__all__ = ["ModelCard", "SHIPPED_DIR", "available", "cards", "check_shipped_name", "load_card",
-           "load_shipped", "load_or_train", "save_card", "save_shipped"]
+__all__ = ["ModelCard", "SHIPPED_DIR", "available", "cards", "check_shipped_name", "finish_run",
+           "load_card", "load_shipped", "load_or_train", "save_card", "save_shipped"]
 
 SHIPPED_DIR = Path(__file__).parent
 
@@ -188,6 +189,41 @@ def save_card(card: ModelCard, directory: Path | None = None) -> Path:
     (directory / f"{card.name}.json").write_text(json.dumps(asdict(card), indent=1))
     (directory / f"{card.name}.md").write_text(card.to_markdown())
     return directory / f"{card.name}.json"
+
+
+def finish_run(
+    out_dir: str | Path,
+    model: nn.Module,
+    card: ModelCard,
+    metrics: dict[str, Any],
+    *,
+    method: str,
+    ship: bool,
+) -> ModelCard:
+    """The end of every training command that trains in one go (``sam``, ``unet``,
+    ``autoencoder``, ``contrastive``, ``supervised``; DINO runs are shipped from their
+    folder by ``ship-dino``).
+
+    Writes ``model.pt`` and ``metrics.json`` into ``out_dir``; with ``ship``, also the
+    fp16 weights and the card into :data:`SHIPPED_DIR`, the card's command naming
+    ``runs/NAME`` instead of this machine's folder (:func:`~teachkit.infra.run.portable_command`).
+    Prints the card's summary.
+
+    ``metrics.json`` has one schema: ``{"method": method, "card": {...}, **metrics}``.
+
+    Returns:
+        The card as written.
+    """
+    out_dir = Path(out_dir)
+    if ship:
+        card = replace(card, command=portable_command(card.command, card.name))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out_dir / "model.pt")
+    write_metrics(out_dir, {"method": method, "card": asdict(card), **metrics})
+    if ship:
+        save_shipped(model.cpu(), card)
+    print(card.summary())
+    return card
 
 
 def load_or_train(

@@ -11,15 +11,12 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from teachkit.data.datasets import SCENE_DATASETS
 from teachkit.infra.config_fields import add_dataclass_flags, flag_values
-from teachkit.infra.run import command_line, parse_args_recorded, write_metrics
+from teachkit.infra.run import command_line, parse_args_recorded
 from teachkit.sam.config import SamTrainConfig
 
 
@@ -93,12 +90,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _finish(args, model, card_fields: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Write model.pt and metrics.json; with --ship, the fp16 checkpoint and its card."""
-    from teachkit.pretrained import ModelCard, save_shipped
+    """The run's card (its command, this machine, today) and :func:`finish_run`."""
+    from teachkit.pretrained import ModelCard, finish_run
     from teachkit.profiles import hardware_name
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), args.out / "model.pt")
     program = args._prog.rsplit(" ", 1)[0]  # without the sub-command, which argv holds
     card = ModelCard(
         name=args.ship or args.out.name,
@@ -107,11 +102,7 @@ def _finish(args, model, card_fields: dict[str, Any], metrics: dict[str, Any]) -
         created=time.strftime("%Y-%m-%d"),
         **card_fields,
     )
-    metrics["card"] = asdict(card)
-    write_metrics(args.out, metrics)
-    if args.ship:
-        save_shipped(model.cpu(), card)
-    print(card.summary())
+    finish_run(args.out, model, card, metrics, method=args.command, ship=bool(args.ship))
 
 
 def run_sam_command(args: argparse.Namespace) -> int:
