@@ -28,7 +28,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.stream import mix_seed
 from teachkit.infra.checkpoint import load_checkpoint
 from teachkit.pretrained import load_shipped
@@ -39,6 +38,7 @@ from teachkit.sam.evaluate import eval_scenes, evaluate_sam, instance_queries
 from teachkit.sam.geometry import mask_center, mask_iou
 from teachkit.sam.interactive_loss import step_loss
 from teachkit.sam.model import Sam
+from teachkit.sam.train import training_scenes
 
 HEAD = "mask_decoder.iou_prediction_head."
 
@@ -95,16 +95,7 @@ def retrain_head(model: Sam, steps: int, lr: float, seed: int = 1) -> list[float
         p.requires_grad = name.startswith(HEAD)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    data = SceneChunks(
-        cfg.batch_size,
-        chunk_size=cfg.chunk_size,
-        resolution=cfg.resolution,
-        seed=cfg.seed,
-        classes=cfg.seen_classes,
-        nest_probability=cfg.nest_probability,
-        device=torch.device("cpu"),
-        dataset="shapes",
-    )
+    data = training_scenes(cfg)
     model.train()
     mse = []
     for step in range(steps):

@@ -62,7 +62,7 @@ from teachkit.sam.interactive_loss import step_loss
 from teachkit.sam.model import Sam
 from teachkit.sam.sizes import SAM_CONFIGS
 
-__all__ = ["SamHistory", "build_training_sam", "train_sam"]
+__all__ = ["SamHistory", "build_training_sam", "train_sam", "training_scenes"]
 
 
 def learning_rate(step: int, cfg: SamTrainConfig) -> float:
@@ -71,6 +71,21 @@ def learning_rate(step: int, cfg: SamTrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def training_scenes(cfg: SamTrainConfig, device: torch.device | str = "cpu") -> SceneChunks:
+    """The run's training scenes by step: ``cfg.batch_size`` fresh scenes of its dataset
+    and seen classes each step, a pure function of ``(cfg.seed, step)``."""
+    return SceneChunks(
+        cfg.batch_size,
+        chunk_size=cfg.chunk_size,
+        resolution=cfg.resolution,
+        seed=cfg.seed,
+        classes=cfg.scene_classes,
+        nest_probability=cfg.nest_probability,
+        device=device,
+        dataset=cfg.dataset,
+    )
 
 
 # ------------------------------------------------------------------------- the loop
@@ -135,16 +150,7 @@ def train_sam(
     history = SamHistory()
     start = _resume(cfg, model, optimizer, scaler, history)
     end = cfg.steps if cfg.max_steps is None else min(cfg.steps, cfg.max_steps)
-    data = SceneChunks(
-        cfg.batch_size,
-        chunk_size=cfg.chunk_size,
-        resolution=cfg.resolution,
-        seed=cfg.seed,
-        classes=cfg.scene_classes,
-        nest_probability=cfg.nest_probability,
-        device=device,
-        dataset=cfg.dataset,
-    )
+    data = training_scenes(cfg, device)
     monitor = None
     if cfg.eval_every:
         monitor = eval_scenes(
