@@ -21,12 +21,13 @@ the shipped ``sam_tiny_shapes``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_timing import write_json
 
 from teachkit.data.stream import mix_seed
 from teachkit.infra.checkpoint import load_checkpoint
@@ -146,9 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"after {args.head_steps} steps of the head alone: {result['after']}")
     result["hardware"] = hardware_name(torch.device("cpu"))
     result["date"] = time.strftime("%Y-%m-%d")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+    write_json(Path(args.out) if args.out else None, result)
     return result
 
 

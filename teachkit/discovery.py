@@ -124,12 +124,13 @@ class Candidates:
     def ranked(self, rank: str) -> Tensor:
         """``(P,)`` the score :func:`keep_distinct` orders by: ``"saliency"``, ``"sam"`` or
         ``"joint"`` (the saliency times SAM's predicted IoU)."""
-        scores = {"saliency": self.saliency, "sam": self.sam_scores}
-        if rank == "joint":
-            return self.saliency * self.sam_scores
-        if rank not in scores:
+        if rank not in RANKS:
             raise ValueError(f"unknown rank {rank!r}; expected one of {RANKS}")
-        return scores[rank]
+        if rank == "saliency":
+            return self.saliency
+        if rank == "sam":
+            return self.sam_scores
+        return self.saliency * self.sam_scores
 
 
 def _check_image(image: Tensor) -> None:

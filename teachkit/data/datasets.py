@@ -123,11 +123,10 @@ def _procedural(name: str, **variant: Any) -> tuple[Dataset, dict[str, Any]]:
     dataset = DATASETS[name]
     takes = dict(dataset.variants)
     given = {k: v for k, v in variant.items() if v is not None and v is not False}
-    for key in given:
-        if key not in takes:
-            owners = [n for n in procedural if key in dict(DATASETS[n].variants)]
-            what = next(dict(DATASETS[n].variants)[key] for n in owners)
-            raise ValueError(f"{what} exists for {owners[0]!r} only, not for {name!r}")
+    for key in given.keys() - takes.keys():
+        owner = next(n for n in procedural if key in dict(DATASETS[n].variants))
+        what = dict(DATASETS[owner].variants)[key]
+        raise ValueError(f"{what} exists for {owner!r} only, not for {name!r}")
     return dataset, given
 
 

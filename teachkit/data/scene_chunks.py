@@ -65,8 +65,8 @@ class SceneChunks:
             raise ValueError(f"need 1 <= batch_size <= chunk_size, got {batch_size}, {chunk_size}")
         if dataset not in SCENE_DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; expected one of {list(SCENE_DATASETS)}")
-        self.scenes = SCENE_DATASETS[dataset]
-        if not self.scenes.class_subsets and classes is not None:
+        self.record = SCENE_DATASETS[dataset]
+        if not self.record.class_subsets and classes is not None:
             raise ValueError(f"{dataset} scenes draw every class; pass classes=None")
         self.dataset = dataset
         self.batch_size = batch_size
@@ -84,9 +84,9 @@ class SceneChunks:
                 resolution=self.resolution, seed=mix_seed(self.seed, index), device=self.device
             )
             n = self.steps_per_chunk * self.batch_size
-            if self.scenes.class_subsets:
+            if self.record.class_subsets:
                 common.update(classes=self.classes, nest_probability=self.nest_probability)
-            self._cached = (index, self.scenes.scenes(n, **common))
+            self._cached = (index, self.record.scenes(n, **common))
         return self._cached[1]
 
     def batch(self, step: int) -> SceneBatch:
