@@ -4,7 +4,8 @@
 ``--dataset`` (shapes or critters), measures it on that dataset's fixed splits (train
 5,000 / test 1,000, seed 0), writes
 ``model.pt`` and ``metrics.json`` into ``--out``, and with ``--ship NAME`` also writes
-the checkpoint and its model card into :mod:`teachkit.pretrained`.
+the checkpoint and its model card into :mod:`teachkit.pretrained`. Training checkpoints
+into ``--out`` every ``--checkpoint-every`` steps; the same command resumes there.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from teachkit.data.datasets import PROCEDURAL, procedural_splits, procedural_stream
 from teachkit.infra.cli_checks import check_device, check_output_folder, usage_errors
+from teachkit.infra.loop import StepLosses
 from teachkit.infra.run import command_line
 from teachkit.knn import extract_features, knn_accuracy
 from teachkit.models.registry import build_backbone, check_arch, is_vit
@@ -30,7 +32,8 @@ __all__ = ["add_commands"]
 def _check_args(args: argparse.Namespace) -> None:
     """Check every flag before the first step; a usage error (exit 2) if one is wrong."""
     with usage_errors(args):
-        for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size),
+                            ("--checkpoint-every", args.checkpoint_every)):
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
         if not -(2**63) <= args.seed < 2**63:
@@ -61,6 +64,8 @@ def _common(p: argparse.ArgumentParser, steps: int) -> None:
                    "class) or critters (classes with natural-image statistics).")
     p.add_argument("--ship", default=None, metavar="NAME",
                    help="Also write NAME.pt and its model card into teachkit/pretrained.")
+    p.add_argument("--checkpoint-every", type=int, default=200,
+                   help="Steps between checkpoints in --out; the same command resumes there.")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -113,7 +118,7 @@ def _knn(model, dataset: str, preprocess=None, shortcuts: bool = False) -> float
     return knn_accuracy(bank, train.labels, queries, test.labels)["top1"]
 
 
-def _finish(args, model, description: str, results: dict, losses: list[float], start: float,
+def _finish(args, model, description: str, results: dict, losses: StepLosses,
             device: torch.device) -> None:
     stride = max(1, len(losses) // 200)
     card = ModelCard(
@@ -125,7 +130,7 @@ def _finish(args, model, description: str, results: dict, losses: list[float], s
         f"{', shortcuts=True' if getattr(args, 'shortcuts', False) else ''}); evaluated on "
         f"{args.dataset}_splits(5000, 1000, seed=0)",
         hardware=hardware_name(device),
-        wall_time_s=round(time.perf_counter() - start, 1),
+        wall_time_s=round(losses.wall_time_s, 1),
         results={k: round(v, 2) for k, v in results.items()},
         history={"loss": [round(x, 5) for x in losses[::stride]]},
         created=time.strftime("%Y-%m-%d"),
@@ -139,15 +144,15 @@ def _run_autoencoder(args) -> None:
     _check_args(args)
     seed_everything(args.seed)
     device = pick_device(args.device)
-    start = time.perf_counter()
     model = ConvAutoencoder(resolution=32, code_dim=args.code_dim)
     stream = procedural_stream(args.dataset, args.batch_size, seed=args.seed, device=device)
-    losses = train_autoencoder(model, stream, steps=args.steps, lr=args.lr, device=device)
+    losses = train_autoencoder(model, stream, steps=args.steps, lr=args.lr, device=device,
+                               out_dir=args.out, checkpoint_every=args.checkpoint_every)
     knn = _knn(torch.nn.Sequential(model.encoder), args.dataset,
                preprocess=lambda x: x.float() / 255)
     _finish(args, model, "Convolutional autoencoder (Chapter 1), code of 128 numbers.",
             {"knn_top1_percent": knn, "final_mse": sum(losses[-50:]) / len(losses[-50:])},
-            losses, start, device)
+            losses, device)
 
 
 def _run_contrastive(args) -> None:
@@ -159,7 +164,6 @@ def _run_contrastive(args) -> None:
     _check_args(args)
     seed_everything(args.seed)
     device = pick_device(args.device)
-    start = time.perf_counter()
     # Chapter 1's small CNN is a narrower one (width 32, 128 features) than the registry's
     backbone = small_cnn(width=32, embed_dim=128) if args.arch == "small_cnn" else _backbone(args)
     model = ContrastiveModel(backbone)
@@ -168,7 +172,8 @@ def _run_contrastive(args) -> None:
     stream = procedural_stream(args.dataset, args.batch_size, seed=args.seed, device=device,
                                shortcuts=shortcuts)
     losses = train_contrastive(model, stream, augment, steps=args.steps, lr=args.lr,
-                               temperature=args.temperature, device=device, seed=args.seed)
+                               temperature=args.temperature, device=device, seed=args.seed,
+                               out_dir=args.out, checkpoint_every=args.checkpoint_every)
     model.cpu()
     results = {"knn_top1_percent": _knn(model, args.dataset)}  # without shortcuts, always
     description = f"Two-view contrastive model (Chapter 1), {args.arch} backbone."
@@ -176,7 +181,7 @@ def _run_contrastive(args) -> None:
         results["shortcuts_knn_top1_percent"] = _knn(model, args.dataset, shortcuts=True)
         description = ("Two-view contrastive model trained on shapes with shortcuts=True "
                        "(Chapter 3); knn_top1_percent is measured on the default shapes.")
-    _finish(args, model, description, results, losses, start, device)
+    _finish(args, model, description, results, losses, device)
 
 
 def _run_supervised(args) -> None:
@@ -185,16 +190,16 @@ def _run_supervised(args) -> None:
     _check_args(args)
     seed_everything(args.seed)
     device = pick_device(args.device)
-    start = time.perf_counter()
     model = Classifier(_backbone(args), num_classes=10)
     stream = procedural_stream(args.dataset, args.batch_size, seed=args.seed, device=device)
-    losses = train_supervised(model, stream, steps=args.steps, lr=args.lr, device=device)
+    losses = train_supervised(model, stream, steps=args.steps, lr=args.lr, device=device,
+                              out_dir=args.out, checkpoint_every=args.checkpoint_every)
     model.cpu()
     _, test = _split(args.dataset)
     results = {"test_accuracy_percent": accuracy(model, test.images, test.labels),
                "knn_top1_percent": _knn(model.backbone, args.dataset)}
     _finish(args, model, f"{args.arch} trained with labels on {args.dataset}.", results, losses,
-            start, device)
+            device)
 
 
 def _check_arch(arch: str, patch_size: int, conv_stem: bool) -> None:

@@ -8,14 +8,13 @@ maps of a DINO ViT with those of the same ViT trained with labels.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from teachkit.infra.optim import one_cycle_adamw
-from teachkit.infra.run import check_finite_loss
+from teachkit.infra.loop import StepLosses, run_steps
 from teachkit.preprocess import imagenet_preprocess
 
 __all__ = ["Classifier", "train_supervised", "accuracy"]
@@ -44,35 +43,32 @@ def train_supervised(
     preprocess: Callable[[torch.Tensor], torch.Tensor] = imagenet_preprocess,
     device: torch.device | str = "cpu",
     progress: bool = True,
-) -> list[float]:
+    out_dir: str | Path | None = None,
+    checkpoint_every: int = 200,
+) -> StepLosses:
     """Cross-entropy training with AdamW and a one-cycle schedule.
 
     Args:
         batches: yields objects with ``.images`` (B, 3, H, W) uint8 and ``.labels`` (B,).
         steps: number of optimisation steps.
+        out_dir: checkpoint folder; a re-run with the same one resumes
+            (:func:`teachkit.infra.loop.run_steps`).
 
     Returns:
-        The loss of every step.
+        The loss of every step (with ``.wall_time_s``).
 
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (:mod:`teachkit.infra.run`).
     """
-    model.to(device).train()
-    opt, sched = one_cycle_adamw(model, lr=lr, steps=steps, weight_decay=weight_decay)
-    losses: list[float] = []
-    it = iter(batches)
-    for step in tqdm(range(steps), desc="supervised", disable=not progress):
-        batch = next(it)
+    model.to(device)
+
+    def loss_fn(batch, step: int) -> torch.Tensor:
         x = preprocess(batch.images.to(device))
-        loss = F.cross_entropy(model(x), batch.labels.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        check_finite_loss(losses[-1], step=step, trainer="supervised", lr=lr)
-    model.eval()
-    return losses
+        return F.cross_entropy(model(x), batch.labels.to(device))
+
+    return run_steps(model, loss_fn, batches, steps=steps, lr=lr, weight_decay=weight_decay,
+                     trainer="supervised", out_dir=out_dir,
+                     checkpoint_every=checkpoint_every, progress=progress)
 
 
 @torch.inference_mode()

@@ -83,6 +83,7 @@ def test_dino_and_baselines_cuda_without_a_gpu(tmp_path, capsys):
         (["autoencoder", "--batch-size", "-4"], "--batch-size must be >= 1, got -4"),
         (["autoencoder", "--lr", "nan"], "--lr must be a positive number, got nan"),
         (["autoencoder", "--code-dim", "0"], "--code-dim must be >= 1, got 0"),
+        (["supervised", "--checkpoint-every", "0"], "--checkpoint-every must be >= 1, got 0"),
         (["contrastive", "--temperature", "0"], "--temperature must be a positive number"),
         (["supervised", "--arch", "vgg"], "unknown arch 'vgg'"),
         (["supervised", "--conv-stem"], "--conv-stem applies to ViTs only, not to 'small_cnn'"),

@@ -9,14 +9,13 @@ representation of *what* the object is (Chapter 1 measures this).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from teachkit.infra.optim import one_cycle_adamw
-from teachkit.infra.run import check_finite_loss
+from teachkit.infra.loop import StepLosses, run_steps
 
 __all__ = ["ConvAutoencoder", "train_autoencoder"]
 
@@ -84,30 +83,28 @@ def train_autoencoder(
     lr: float = 2e-3,
     device: torch.device | str = "cpu",
     progress: bool = True,
-) -> list[float]:
+    out_dir: str | Path | None = None,
+    checkpoint_every: int = 200,
+) -> StepLosses:
     """Minimise the mean squared reconstruction error for ``steps`` batches.
 
     Args:
         batches: yields uint8 image batches (B, 3, H, W) (or tuples / ``.images``).
+        out_dir: checkpoint folder; a re-run with the same one resumes
+            (:func:`teachkit.infra.loop.run_steps`).
 
     Returns:
-        The loss of every step.
+        The loss of every step (with ``.wall_time_s``).
 
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (:mod:`teachkit.infra.run`).
     """
-    model.to(device).train()
-    opt, sched = one_cycle_adamw(model, lr=lr, steps=steps, weight_decay=1e-4)
-    losses: list[float] = []
-    it = iter(batches)
-    for step in tqdm(range(steps), desc="autoencoder", disable=not progress):
-        x = _images(next(it)).to(device).float() / 255
-        loss = F.mse_loss(model(x), x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        check_finite_loss(losses[-1], step=step, trainer="autoencoder", lr=lr)
-    model.eval()
-    return losses
+    model.to(device)
+
+    def loss_fn(batch, step: int) -> torch.Tensor:
+        x = _images(batch).to(device).float() / 255
+        return F.mse_loss(model(x), x)
+
+    return run_steps(model, loss_fn, batches, steps=steps, lr=lr, weight_decay=1e-4,
+                     trainer="autoencoder", out_dir=out_dir,
+                     checkpoint_every=checkpoint_every, progress=progress)

@@ -17,14 +17,13 @@ cannot rely on; what survives them (here, the shape) is what it learns.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from teachkit.infra.optim import one_cycle_adamw
-from teachkit.infra.run import check_finite_loss
+from teachkit.infra.loop import StepLosses, run_steps
 from teachkit.pretext.autoencoder import _images
 
 __all__ = ["ContrastiveModel", "nt_xent_loss", "train_contrastive"]
@@ -72,35 +71,33 @@ def train_contrastive(
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: bool = True,
-) -> list[float]:
+    out_dir: str | Path | None = None,
+    checkpoint_every: int = 200,
+) -> StepLosses:
     """Train with NT-Xent on two augmented views per image.
 
     Args:
         batches: yields uint8 image batches (B, 3, H, W) (or tuples / ``.images``).
         augment: ``augment(images, generator=g)`` returns a list whose first two entries
             are the two views (e.g. ``BatchedMultiCrop`` with no local crops).
+        out_dir: checkpoint folder; a re-run with the same one resumes
+            (:func:`teachkit.infra.loop.run_steps`).
 
     Returns:
-        The loss of every step.
+        The loss of every step (with ``.wall_time_s``).
 
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (:mod:`teachkit.infra.run`).
     """
-    model.to(device).train()
-    opt, sched = one_cycle_adamw(model, lr=lr, steps=steps, weight_decay=1e-4)
+    model.to(device)
     g = torch.Generator().manual_seed(seed)
-    losses: list[float] = []
-    it = iter(batches)
-    for step in tqdm(range(steps), desc="contrastive", disable=not progress):
-        views = augment(_images(next(it)).to(device), generator=g)
+
+    def loss_fn(batch, step: int) -> torch.Tensor:
+        views = augment(_images(batch).to(device), generator=g)
         z1 = model.projector(model.backbone(views[0]))
         z2 = model.projector(model.backbone(views[1]))
-        loss = nt_xent_loss(z1, z2, temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        check_finite_loss(losses[-1], step=step, trainer="contrastive", lr=lr)
-    model.eval()
-    return losses
+        return nt_xent_loss(z1, z2, temperature)
+
+    return run_steps(model, loss_fn, batches, steps=steps, lr=lr, weight_decay=1e-4,
+                     trainer="contrastive", generator=g, out_dir=out_dir,
+                     checkpoint_every=checkpoint_every, progress=progress)
