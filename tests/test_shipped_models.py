@@ -239,8 +239,8 @@ def test_tiny_sam_fine_tuned_on_critters_reproduces_its_card_and_beats_its_start
     for key in ("miou_1point", "miou_box"):
         assert abs(tuned_scores[key] - card.results[key]) <= 0.01, key
         assert tuned_scores[key] > start_scores[key] + 0.1, (key, tuned_scores, start_scores)
-    # the starting point Chapter 7 quotes (0.64 one point, 0.70 box on these scenes)
-    assert abs(start_scores["miou_1point"] - 0.639) <= 0.01 and abs(start_scores["miou_box"] - 0.701) <= 0.01
+    # the starting point Chapter 7 quotes (0.67 one point, 0.74 box on these scenes)
+    assert abs(start_scores["miou_1point"] - 0.672) <= 0.01 and abs(start_scores["miou_box"] - 0.736) <= 0.01
 
 
 def test_shipped_unet_reproduces_its_card():

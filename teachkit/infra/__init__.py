@@ -5,7 +5,8 @@ The chapters import the course from ``teachkit``'s top level (``dino``, ``sam``,
 modules stand on:
 
 * ``run`` -- the run skeleton: save and resume policy, step history, recorded command,
-  non-finite-loss stop; ``checkpoint`` -- atomic checkpoint files;
+  non-finite-loss stop; ``checkpoint`` -- atomic checkpoint files; ``loop`` -- the
+  resumable step loop of the one-go trainers (autoencoder, contrastive, supervised);
 * ``config_fields`` and ``config_checks`` -- dataclass fields with help text, the flags
   built from them, and the checks of their values; ``cli_checks`` -- command-line usage
   errors;
