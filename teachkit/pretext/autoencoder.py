@@ -90,14 +90,9 @@ def train_autoencoder(
 
     Args:
         batches: yields uint8 image batches (B, 3, H, W) (or tuples / ``.images``).
-        out_dir: checkpoint folder; a re-run with the same one resumes
-            (:func:`teachkit.infra.loop.run_steps`).
 
-    Returns:
-        The loss of every step (with ``.wall_time_s``).
-
-    Raises:
-        NonFiniteLossError: the loss became NaN or infinite (:mod:`teachkit.infra.run`).
+    The loop, its checkpoints in ``out_dir`` (resumed by a re-run), the losses it returns
+    (with ``.wall_time_s``) and the errors it raises are :func:`teachkit.infra.loop.run_steps`'s.
     """
     model.to(device)
 
