@@ -73,7 +73,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("autoencoder", help="Chapter 1: a convolutional autoencoder on shapes.")
     _common(p, 6000)
     p.add_argument("--code-dim", type=int, default=128, help="Bottleneck size.")
-    p.set_defaults(func=_run_autoencoder, _parser=p)
+    p.set_defaults(func=_run_autoencoder, build=_autoencoder, _parser=p)
 
     p = sub.add_parser("contrastive", help="Chapter 1: two-view contrastive (SimCLR) on shapes.")
     _common(p, 6000)
@@ -82,12 +82,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="Train on shapes with per-image colour and background signatures "
                    "(Chapter 3); k-NN is then reported on both kinds of data.")
     _arch_flags(p)
-    p.set_defaults(func=_run_contrastive, _parser=p)
+    p.set_defaults(func=_run_contrastive, build=_contrastive_model, _parser=p)
 
     p = sub.add_parser("supervised", help="A backbone trained with labels on shapes.")
     _common(p, 1500)
     _arch_flags(p)
-    p.set_defaults(func=_run_supervised, _parser=p)
+    p.set_defaults(func=_run_supervised, build=_classifier, _parser=p)
 
 
 def _arch_flags(p: argparse.ArgumentParser) -> None:
@@ -104,6 +104,30 @@ def _backbone(args: argparse.Namespace) -> torch.nn.Module:
     return build_backbone(
         args.arch, patch_size=args.patch_size, img_size=32, conv_stem=args.conv_stem
     )
+
+
+def _autoencoder(args: argparse.Namespace) -> torch.nn.Module:
+    """The ``autoencoder`` command's model (``build``: also rebuilds a shipped one)."""
+    from teachkit.pretext.autoencoder import ConvAutoencoder
+
+    return ConvAutoencoder(resolution=32, code_dim=args.code_dim)
+
+
+def _contrastive_model(args: argparse.Namespace) -> torch.nn.Module:
+    """The ``contrastive`` command's backbone and projector."""
+    from teachkit.models.resnet import small_cnn
+    from teachkit.pretext.contrastive import ContrastiveModel
+
+    # Chapter 1's small CNN is a narrower one (width 32, 128 features) than the registry's
+    backbone = small_cnn(width=32, embed_dim=128) if args.arch == "small_cnn" else _backbone(args)
+    return ContrastiveModel(backbone)
+
+
+def _classifier(args: argparse.Namespace) -> torch.nn.Module:
+    """The ``supervised`` command's backbone and linear classifier (10 classes)."""
+    from teachkit.supervised import Classifier
+
+    return Classifier(_backbone(args), num_classes=10)
 
 
 def _split(dataset: str, shortcuts: bool = False):
@@ -139,12 +163,12 @@ def _finish(args, model, description: str, results: dict, losses: StepLosses,
 
 
 def _run_autoencoder(args) -> None:
-    from teachkit.pretext.autoencoder import ConvAutoencoder, train_autoencoder
+    from teachkit.pretext.autoencoder import train_autoencoder
 
     _check_args(args)
     seed_everything(args.seed)
     device = pick_device(args.device)
-    model = ConvAutoencoder(resolution=32, code_dim=args.code_dim)
+    model = _autoencoder(args)
     stream = procedural_stream(args.dataset, args.batch_size, seed=args.seed, device=device)
     losses = train_autoencoder(model, stream, steps=args.steps, lr=args.lr, device=device,
                                out_dir=args.out, checkpoint_every=args.checkpoint_every)
@@ -158,15 +182,12 @@ def _run_autoencoder(args) -> None:
 def _run_contrastive(args) -> None:
     from teachkit.dino.augment import MultiCropConfig
     from teachkit.dino.batched_augment import BatchedMultiCrop
-    from teachkit.models.resnet import small_cnn
-    from teachkit.pretext.contrastive import ContrastiveModel, train_contrastive
+    from teachkit.pretext.contrastive import train_contrastive
 
     _check_args(args)
     seed_everything(args.seed)
     device = pick_device(args.device)
-    # Chapter 1's small CNN is a narrower one (width 32, 128 features) than the registry's
-    backbone = small_cnn(width=32, embed_dim=128) if args.arch == "small_cnn" else _backbone(args)
-    model = ContrastiveModel(backbone)
+    model = _contrastive_model(args)
     augment = BatchedMultiCrop(MultiCropConfig(local_crops_number=0, global_crops_scale=(0.3, 1.0)))
     shortcuts = getattr(args, "shortcuts", False)
     stream = procedural_stream(args.dataset, args.batch_size, seed=args.seed, device=device,
@@ -185,12 +206,12 @@ def _run_contrastive(args) -> None:
 
 
 def _run_supervised(args) -> None:
-    from teachkit.supervised import Classifier, accuracy, train_supervised
+    from teachkit.supervised import accuracy, train_supervised
 
     _check_args(args)
     seed_everything(args.seed)
     device = pick_device(args.device)
-    model = Classifier(_backbone(args), num_classes=10)
+    model = _classifier(args)
     stream = procedural_stream(args.dataset, args.batch_size, seed=args.seed, device=device)
     losses = train_supervised(model, stream, steps=args.steps, lr=args.lr, device=device,
                               out_dir=args.out, checkpoint_every=args.checkpoint_every)

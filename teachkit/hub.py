@@ -2,9 +2,16 @@
 transfer itself is :mod:`teachkit.infra.download`), strict loading (:mod:`teachkit.infra.weights`).
 
 The course uses the official DINO backbones (Caron et al., 2021, `facebookresearch/dino`
-``hubconf.py``) and the three Segment Anything checkpoints (Kirillov et al., 2023)::
+``hubconf.py``) and the three Segment Anything checkpoints (Kirillov et al., 2023), and
+ships small models of its own (:mod:`teachkit.pretrained`). One call gives any of them,
+built and loaded strictly, with what is known of it::
 
     from teachkit import hub
+    sam, entry = hub.load("sam_vit_b")                     # official: its registry entry
+    tiny, card = hub.load("sam_tiny_shapes")               # shipped: its model card
+
+Underneath, the weights alone::
+
     state = hub.load_state_dict("dino_vits16")         # downloads once, verifies, caches
     hub.load_into(model, state)                        # strict: lists any missing/extra keys
 
@@ -56,6 +63,7 @@ __all__ = [
     "WeightsEntry",
     "download",
     "get_entry",
+    "load",
     "load_into",
     "load_state_dict",
     "strip_prefixes",
@@ -441,3 +449,97 @@ def load_into(
     return load_strict(
         model, state_dict, source="the given state dict", ignore_prefixes=ignore_prefixes
     )
+
+
+def load(
+    name: str,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    verify: bool = True,
+    progress: bool = True,
+) -> tuple[nn.Module, Any]:
+    """The front door to every pretrained model: the network ``name``, built and loaded.
+
+    Like ``segment-anything``'s ``sam_model_registry`` and timm's ``create_model``, the
+    name alone builds the architecture:
+
+    * an official name of :data:`REGISTRY` (``"dino_vits8"``, ``"sam_vit_b"``, ...): the
+      architecture of its entry, and the weights downloaded and verified (:func:`download`)
+      or read from ``weights``, a local copy of the official file;
+    * a shipped name (:func:`teachkit.pretrained.available`): the architecture its card
+      records, as the command that trained it built it (a DINO card's config, or the
+      card's ``python -m teachkit.train`` command parsed by that command's own parser),
+      and the shipped weights.
+
+    Args:
+        name: an official or a shipped name.
+        weights: official names only: a local file to load instead of downloading.
+        cache_dir, verify, progress: see :func:`download` (official names only).
+
+    Returns:
+        ``(model, about)``: the model in eval mode on the CPU, loaded strictly; ``about`` is
+        the :class:`WeightsEntry` of an official name or the
+        :class:`~teachkit.pretrained.ModelCard` of a shipped one.
+
+    Raises:
+        ValueError: an unknown name (the message lists both kinds), ``weights`` with a
+            shipped name, or weights that do not fit (every mismatched key named).
+    """
+    from teachkit import pretrained
+
+    if name in REGISTRY:
+        entry = REGISTRY[name]
+        model = _official_architecture(entry)
+        source = entry if weights is None else weights
+        state = load_state_dict(source, cache_dir=cache_dir, verify=verify, progress=progress)
+        load_strict(model, state, source=f"the {name} weights")
+        return model.eval(), entry
+    if name in pretrained.available():
+        if weights is not None:
+            raise ValueError(f"{name!r} is a shipped model: its weights come with the course, "
+                             "so weights= applies to official names only")
+        card = pretrained.load_card(name)
+        model = _shipped_architecture(card)
+        pretrained.load_shipped(name, model)
+        return model, card
+    raise ValueError(
+        f"unknown model {name!r}; expected an official name {sorted(REGISTRY)} or a "
+        f"shipped one {pretrained.available()}"
+    )
+
+
+def _official_architecture(entry: WeightsEntry) -> nn.Module:
+    """The random-weight network of an official entry."""
+    if entry.family == "sam":
+        from teachkit.sam.build import build_sam
+
+        return build_sam(entry.name.removeprefix("sam_"))
+    if entry.architecture.get("arch") == "resnet50":
+        from torchvision.models import resnet50
+
+        model = resnet50()
+        model.fc = nn.Identity()
+        return model
+    from teachkit.models.vit import VisionTransformer
+
+    return VisionTransformer(**entry.architecture)
+
+
+def _shipped_architecture(card: Any) -> nn.Module:
+    """The random-weight network a shipped card describes (see :func:`load`)."""
+    import shlex
+
+    if card.config.get("arch"):  # a DINO run: its teacher backbone
+        from teachkit.dino.config import DINOConfig
+        from teachkit.dino.export import build_run_backbone
+
+        return build_run_backbone(DINOConfig.from_dict(card.config))
+    from teachkit.train import build_parser
+
+    words = shlex.split(card.command)
+    if "teachkit.train" not in words:
+        raise ValueError(f"the card of {card.name!r} records no python -m teachkit.train "
+                         f"command to rebuild its architecture from: {card.command!r}")
+    args = build_parser().parse_args(words[words.index("teachkit.train") + 1 :])
+    return args.build(args)

@@ -8,11 +8,14 @@ evaluates on the fixed held-out scenes, writes ``model.pt`` and ``metrics.json``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from teachkit.data.datasets import SCENE_DATASETS
 from teachkit.infra.config_fields import add_dataclass_flags, flag_values
@@ -54,7 +57,7 @@ def add_sam_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_dataclass_flags(p, SamTrainConfig, skip=("out_dir",))
     _add_run_flags(p)
-    p.set_defaults(func=run_sam_command, _prog=p.prog, _parser=p)
+    p.set_defaults(func=run_sam_command, build=_build_sam, _prog=p.prog, _parser=p)
 
     p = subparsers.add_parser(
         "unet",
@@ -64,7 +67,7 @@ def add_sam_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_dataclass_flags(p, UNetTrainConfig)
     _add_run_flags(p)
-    p.set_defaults(func=run_unet_command, _prog=p.prog, _parser=p)
+    p.set_defaults(func=run_unet_command, build=_build_unet, _prog=p.prog, _parser=p)
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -87,6 +90,25 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help="Held-out scenes of the final evaluation (fixed seed; 200).",
     )
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
+
+
+def _build_sam(args: argparse.Namespace) -> nn.Module:
+    """The ``sam`` command's model, random weights (``build``: also rebuilds a shipped one;
+    ``--init`` is not loaded here, the caller loads the weights it wants)."""
+    from teachkit.sam.train import build_training_sam
+
+    cfg = SamTrainConfig(**flag_values(args, SamTrainConfig))
+    return build_training_sam(dataclasses.replace(cfg, init=None))
+
+
+def _build_unet(args: argparse.Namespace) -> nn.Module:
+    """The ``unet`` command's model, random weights."""
+    from teachkit.sam.config import seen_class_ids
+    from teachkit.sam.unet import UNet, UNetTrainConfig
+
+    cfg = UNetTrainConfig(**flag_values(args, UNetTrainConfig))
+    return UNet(seen_class_ids(cfg.holdout, nest_probability=cfg.nest_probability),
+                width=cfg.width, depth=cfg.depth)
 
 
 def _finish(args, model, card_fields: dict[str, Any], metrics: dict[str, Any]) -> None:
