@@ -468,9 +468,9 @@ def load(
       architecture of its entry, and the weights downloaded and verified (:func:`download`)
       or read from ``weights``, a local copy of the official file;
     * a shipped name (:func:`teachkit.pretrained.available`): the architecture its card
-      records, as the command that trained it built it (a DINO card's config, or the
-      card's ``python -m teachkit.train`` command parsed by that command's own parser),
-      and the shipped weights.
+      records: its ``python -m teachkit.train`` command, parsed by the course's own
+      parser, builds it with the function that command trains (a DINO run's teacher
+      backbone), and the shipped weights fill it.
 
     Args:
         name: an official or a shipped name.
@@ -530,11 +530,6 @@ def _shipped_architecture(card: Any) -> nn.Module:
     """The random-weight network a shipped card describes (see :func:`load`)."""
     import shlex
 
-    if card.config.get("arch"):  # a DINO run: its teacher backbone
-        from teachkit.dino.config import DINOConfig
-        from teachkit.dino.export import build_run_backbone
-
-        return build_run_backbone(DINOConfig.from_dict(card.config))
     from teachkit.train import build_parser
 
     words = shlex.split(card.command)

@@ -124,7 +124,7 @@ def _add_dino_parser(subparsers: argparse._SubParsersAction) -> None:
     # prefix, --critters-context-strength 0
     add_dataclass_flags(critters, CrittersConfig, default_label="default", prefix="critters_")
     # run_dino reports configuration errors as usage errors
-    p.set_defaults(func=run_dino, _parser=p)
+    p.set_defaults(func=run_dino, build=_build_dino, _parser=p)
 
 
 def _resolved(args: argparse.Namespace, name: str) -> Any:
@@ -168,6 +168,14 @@ def dino_config_from_args(args: argparse.Namespace) -> DINOConfig:
     if not DATASETS[dataset].procedural and args.profile == "full" and args.steps_per_epoch is None:
         values["steps_per_epoch"] = None  # an epoch is one pass over the 50,000 images
     return DINOConfig(**values)
+
+
+def _build_dino(args: argparse.Namespace) -> Any:
+    """The ``dino`` command's teacher backbone at the run's random initialisation
+    (``build``: :func:`teachkit.hub.load` rebuilds a shipped one from its card's command)."""
+    from teachkit.dino.export import build_run_backbone
+
+    return build_run_backbone(dino_config_from_args(args))
 
 
 def _dino_data(
