@@ -42,6 +42,7 @@ The cache directory is ``$TEACHKIT_CACHE`` if set, else ``~/.cache/teachkit``.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -528,8 +529,6 @@ def _official_architecture(entry: WeightsEntry) -> nn.Module:
 
 def _shipped_architecture(card: Any) -> nn.Module:
     """The random-weight network a shipped card describes (see :func:`load`)."""
-    import shlex
-
     from teachkit.train import build_parser
 
     words = shlex.split(card.command)

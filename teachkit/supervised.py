@@ -57,7 +57,7 @@ def train_supervised(
     """
     model.to(device)
 
-    def loss_fn(batch, step: int) -> torch.Tensor:
+    def loss_fn(batch) -> torch.Tensor:
         x = preprocess(batch.images.to(device))
         return F.cross_entropy(model(x), batch.labels.to(device))
 

@@ -90,5 +90,5 @@ class _Dies:
 def test_checkpoint_every_must_be_positive():
     model = torch.nn.Linear(2, 1)
     with pytest.raises(ValueError, match="checkpoint_every must be a positive number of steps, got 0"):
-        run_steps(model, lambda b, s: model(b).sum(), itertools.repeat(torch.ones(1, 2)), steps=1,
+        run_steps(model, lambda b: model(b).sum(), itertools.repeat(torch.ones(1, 2)), steps=1,
                   lr=0.1, weight_decay=0.0, trainer="t", checkpoint_every=0)

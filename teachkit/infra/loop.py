@@ -34,7 +34,7 @@ class StepLosses(list):
 
 def run_steps(
     model: nn.Module,
-    loss_fn: Callable[[object, int], torch.Tensor],
+    loss_fn: Callable[[object], torch.Tensor],
     batches: Iterable,
     *,
     steps: int,
@@ -46,7 +46,7 @@ def run_steps(
     checkpoint_every: int = 200,
     progress: bool = True,
 ) -> StepLosses:
-    """Minimise ``loss_fn(batch, step)`` for ``steps`` batches of ``batches``.
+    """Minimise ``loss_fn(batch)`` for ``steps`` batches of ``batches``.
 
     Args:
         model: trained in place (``train()`` during the loop, ``eval()`` after).
@@ -113,7 +113,7 @@ def run_steps(
     it = iter(batches)
     for step in tqdm(range(start, steps), desc=trainer, disable=not progress,
                      initial=start, total=steps):
-        loss = loss_fn(next(it), step)
+        loss = loss_fn(next(it))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -96,7 +96,7 @@ def train_autoencoder(
     """
     model.to(device)
 
-    def loss_fn(batch, step: int) -> torch.Tensor:
+    def loss_fn(batch) -> torch.Tensor:
         x = _images(batch).to(device).float() / 255
         return F.mse_loss(model(x), x)
 

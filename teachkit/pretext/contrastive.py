@@ -87,7 +87,7 @@ def train_contrastive(
     model.to(device)
     g = torch.Generator().manual_seed(seed)
 
-    def loss_fn(batch, step: int) -> torch.Tensor:
+    def loss_fn(batch) -> torch.Tensor:
         views = augment(_images(batch).to(device), generator=g)
         z1 = model.projector(model.backbone(views[0]))
         z2 = model.projector(model.backbone(views[1]))

@@ -103,12 +103,9 @@ def _build_sam(args: argparse.Namespace) -> nn.Module:
 
 def _build_unet(args: argparse.Namespace) -> nn.Module:
     """The ``unet`` command's model, random weights."""
-    from teachkit.sam.config import seen_class_ids
-    from teachkit.sam.unet import UNet, UNetTrainConfig
+    from teachkit.sam.unet import UNetTrainConfig, build_unet
 
-    cfg = UNetTrainConfig(**flag_values(args, UNetTrainConfig))
-    return UNet(seen_class_ids(cfg.holdout, nest_probability=cfg.nest_probability),
-                width=cfg.width, depth=cfg.depth)
+    return build_unet(UNetTrainConfig(**flag_values(args, UNetTrainConfig)))
 
 
 def _finish(args, model, card_fields: dict[str, Any], metrics: dict[str, Any]) -> None:

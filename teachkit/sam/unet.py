@@ -53,6 +53,7 @@ from teachkit.sam.evaluate import instance_queries
 __all__ = [
     "UNet",
     "UNetTrainConfig",
+    "build_unet",
     "evaluate_unet",
     "predict_classes",
     "semantic_targets",
@@ -218,6 +219,12 @@ class UNetTrainConfig:
         return asdict(self)
 
 
+def build_unet(config: UNetTrainConfig) -> UNet:
+    """The U-Net of ``config`` (its seen classes, width and depth), random weights."""
+    class_ids = seen_class_ids(config.holdout, nest_probability=config.nest_probability)
+    return UNet(class_ids, width=config.width, depth=config.depth)
+
+
 def train_unet(config: UNetTrainConfig, *, progress: bool = True) -> tuple[UNet, list[float]]:
     """Train the U-Net with per-pixel cross-entropy on the seen classes.
 
@@ -230,8 +237,8 @@ def train_unet(config: UNetTrainConfig, *, progress: bool = True) -> tuple[UNet,
     cfg = config
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    class_ids = seen_class_ids(cfg.holdout, nest_probability=cfg.nest_probability)
-    model = UNet(class_ids, width=cfg.width, depth=cfg.depth).to(device).train()
+    model = build_unet(cfg).to(device).train()
+    class_ids = model.class_ids.tolist()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, cfg.steps // 20)
 
