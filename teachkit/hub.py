@@ -49,15 +49,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from teachkit.infra.download import (
-    check_sha256_format,
-    checkpoint_problem,
-    download_file,
-)
-from teachkit.infra.weights import load_strict
+from teachkit.infra.download import check_sha256_format, download_file
+from teachkit.infra.weights import load_strict, read_state_dict
 
 __all__ = [
     "REGISTRY",
@@ -67,8 +62,6 @@ __all__ = [
     "load",
     "load_into",
     "load_state_dict",
-    "strip_prefixes",
-    "unwrap_checkpoint",
 ]
 
 
@@ -295,77 +288,6 @@ def download(
     )
 
 
-def strip_prefixes(
-    state_dict: Mapping[str, Tensor], prefixes: Iterable[str] = ("module.", "backbone.")
-) -> dict[str, Tensor]:
-    """Remove wrapper prefixes from the start of every key.
-
-    ``module.`` comes from ``DistributedDataParallel`` and ``backbone.`` from DINO's
-    multi-crop wrapper. Unlike the official ``k.replace("module.", "")``, only *leading*
-    prefixes are removed (repeatedly, in any order), so a key that merely contains the
-    text elsewhere is left alone.
-    """
-    prefixes = tuple(prefixes)
-    out: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        new = key
-        changed = True
-        while changed:
-            changed = False
-            for p in prefixes:
-                if new.startswith(p):
-                    new, changed = new[len(p) :], True
-        if new in out:
-            raise ValueError(f"stripping {prefixes} maps two keys onto {new!r}")
-        out[new] = value
-    return out
-
-
-_WRAPPER_KEYS = ("teacher", "model", "state_dict", "student")
-
-
-def unwrap_checkpoint(
-    checkpoint: Mapping[str, Any], *, checkpoint_key: str | None = None
-) -> dict[str, Tensor]:
-    """The plain ``{name: tensor}`` state dict inside a checkpoint.
-
-    Official DINO backbone files are already plain state dicts. Full training
-    checkpoints nest them under ``"teacher"`` / ``"student"`` (and other code uses
-    ``"model"`` or ``"state_dict"``) with ``module.`` / ``backbone.`` prefixes.
-
-    Args:
-        checkpoint: what ``torch.load`` returned.
-        checkpoint_key: which entry to take; ``None`` takes the first present of
-            ``"teacher"``, ``"model"``, ``"state_dict"``, ``"student"`` (DINO evaluates the
-            teacher), or the checkpoint itself when it holds tensors only.
-
-    Raises:
-        ValueError: the key is absent, or the result still holds non-tensor values.
-    """
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"expected a dict checkpoint, got {type(checkpoint).__name__}")
-    if checkpoint_key is not None:
-        if checkpoint_key not in checkpoint:
-            raise ValueError(
-                f"checkpoint has no key {checkpoint_key!r}; its keys are {sorted(checkpoint)[:20]}"
-            )
-        inner = checkpoint[checkpoint_key]
-    elif all(isinstance(v, Tensor) for v in checkpoint.values()):
-        inner = checkpoint
-    else:
-        found = [k for k in _WRAPPER_KEYS if isinstance(checkpoint.get(k), Mapping)]
-        if not found:
-            raise ValueError(
-                "checkpoint is neither a plain state dict nor wraps one under "
-                f"{list(_WRAPPER_KEYS)}; its keys are {sorted(checkpoint)[:20]}"
-            )
-        inner = checkpoint[found[0]]
-    bad = [k for k, v in inner.items() if not isinstance(v, Tensor)]
-    if bad:
-        raise ValueError(f"state dict values must be tensors; not so for {bad[:10]}")
-    return strip_prefixes(inner)
-
-
 def load_state_dict(
     name_or_path: str | os.PathLike[str] | WeightsEntry,
     *,
@@ -381,7 +303,7 @@ def load_state_dict(
             a :class:`WeightsEntry`, or the path of a local file (for offline machines; a
             local file is used as is, check it with :func:`file_sha256` if in doubt).
         cache_dir: see :func:`download`.
-        checkpoint_key: see :func:`unwrap_checkpoint`.
+        checkpoint_key: see :func:`teachkit.infra.weights.unwrap_checkpoint`.
         verify: see :func:`download`; the DINO entries need ``verify=False`` (no
             trustworthy sha256 is known for them).
         progress: show a download progress bar.
@@ -404,20 +326,7 @@ def load_state_dict(
                 f"{str(name_or_path)!r} is neither an existing file nor a registered name; "
                 f"expected a path or one of {sorted(REGISTRY)}"
             )
-    problem = checkpoint_problem(path, thorough=False)
-    if problem is not None:
-        raise ValueError(f"cannot load {path}: the file {problem}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch.load's errors do not name the file
-        raise ValueError(
-            f"cannot load {path} as a PyTorch checkpoint ({type(err).__name__}: {err}); "
-            "is it truncated, or not a weights file?"
-        ) from err
-    try:
-        return unwrap_checkpoint(checkpoint, checkpoint_key=checkpoint_key)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+    return read_state_dict(path, checkpoint_key=checkpoint_key)
 
 
 def load_into(

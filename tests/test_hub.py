@@ -23,6 +23,7 @@ from teachkit.infra.download import (
     IncompleteDownloadError,
     file_sha256,
 )
+from teachkit.infra.weights import read_state_dict, strip_prefixes
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -323,8 +324,21 @@ def test_registry_and_unknown_names() -> None:
 
 def test_strip_prefixes_only_strips_leading() -> None:
     t = torch.zeros(1)
-    out = hub.strip_prefixes({"module.backbone.a": t, "blocks.module.b": t})
+    out = strip_prefixes({"module.backbone.a": t, "blocks.module.b": t})
     assert set(out) == {"a", "blocks.module.b"}
+
+
+def test_the_reader_keeps_a_models_own_backbone_prefix(tmp_path: Path) -> None:
+    """The course's models name a part ``backbone`` (contrastive, supervised): their files
+    are read with ``prefixes=()``; an official DINO teacher file is unwrapped and stripped."""
+    t = torch.zeros(2)
+    path = tmp_path / "own.pt"
+    torch.save({"backbone.w": t, "projector.w": t}, path)
+    assert set(read_state_dict(path, prefixes=())) == {"backbone.w", "projector.w"}
+    torch.save({"teacher": {"module.backbone.w": t, "module.head.w": t}, "epoch": 3}, path)
+    assert set(read_state_dict(path)) == {"w", "head.w"}
+    with pytest.raises(FileNotFoundError, match="weights file not found: .*nothing.pt"):
+        read_state_dict(tmp_path / "nothing.pt")
 
 
 # ------------------------------------------------------------- cut, stalled, not a checkpoint

@@ -1,4 +1,6 @@
-"""Strict loading of a state dict into a model: every key used, every shape right.
+"""Reading a weights file and loading it strictly: every key used, every shape right.
+
+:func:`read_state_dict` is the one reader of weights files (official, shipped, trained).
 
 One loader for every place that fills a model with saved weights: the official
 checkpoints (:func:`teachkit.hub.load_into`), the course's shipped float16 checkpoints
@@ -17,11 +19,21 @@ copies nothing unless everything fits.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["StateDictMismatchError", "load_strict"]
+from teachkit.infra.download import checkpoint_problem
+
+__all__ = [
+    "StateDictMismatchError",
+    "load_strict",
+    "read_state_dict",
+    "strip_prefixes",
+    "unwrap_checkpoint",
+]
 
 #: Keys shown per kind of mismatch in an error message; the rest are counted.
 LISTED_KEYS = 20
@@ -70,6 +82,126 @@ def _listing(title: str, keys: list[str], limit: int = LISTED_KEYS) -> str:
     shown = ", ".join(keys[:limit])
     more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
     return f"{title} ({len(keys)}): {shown}{more}"
+
+
+def read_state_dict(
+    path: str | Path,
+    *,
+    checkpoint_key: str | None = None,
+    prefixes: Iterable[str] = ("module.", "backbone."),
+) -> dict[str, Tensor]:
+    """The plain ``{name: tensor}`` state dict in a weights file: the course's one reader.
+
+    Read with ``torch.load(map_location="cpu", weights_only=True)`` (tensors and plain
+    containers only, no arbitrary pickled code), then unwrapped
+    (:func:`unwrap_checkpoint`: ``{"model": ...}``, a DINO ``"teacher"``, ``module.``
+    prefixes). Official DINO and SAM files, the course's shipped and trained checkpoints
+    all come through here.
+
+    Args:
+        path: the file.
+        checkpoint_key: see :func:`unwrap_checkpoint`.
+        prefixes: wrapper prefixes to strip (:func:`strip_prefixes`); ``()`` for the
+            course's own files, whose models may name a part ``backbone``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a file that is empty, truncated or not a PyTorch checkpoint, or one
+            that holds no state dict. Every message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    problem = checkpoint_problem(path, thorough=False)
+    if problem is not None:
+        raise ValueError(f"cannot load {path}: the file {problem}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch.load's errors do not name the file
+        first = str(err).splitlines()[0] if str(err) else "no detail"
+        raise ValueError(
+            f"cannot load {path} as a PyTorch checkpoint ({type(err).__name__}: {first}); "
+            "is it truncated, or not a weights file? Download or save it again"
+        ) from err
+    try:
+        return unwrap_checkpoint(checkpoint, checkpoint_key=checkpoint_key, prefixes=prefixes)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def strip_prefixes(
+    state_dict: Mapping[str, Tensor], prefixes: Iterable[str] = ("module.", "backbone.")
+) -> dict[str, Tensor]:
+    """Remove wrapper prefixes from the start of every key.
+
+    ``module.`` comes from ``DistributedDataParallel`` and ``backbone.`` from DINO's
+    multi-crop wrapper. Unlike the official ``k.replace("module.", "")``, only *leading*
+    prefixes are removed (repeatedly, in any order), so a key that merely contains the
+    text elsewhere is left alone.
+    """
+    prefixes = tuple(prefixes)
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        new = key
+        changed = True
+        while changed:
+            changed = False
+            for p in prefixes:
+                if new.startswith(p):
+                    new, changed = new[len(p) :], True
+        if new in out:
+            raise ValueError(f"stripping {prefixes} maps two keys onto {new!r}")
+        out[new] = value
+    return out
+
+
+_WRAPPER_KEYS = ("teacher", "model", "state_dict", "student")
+
+
+def unwrap_checkpoint(
+    checkpoint: Mapping[str, Any],
+    *,
+    checkpoint_key: str | None = None,
+    prefixes: Iterable[str] = ("module.", "backbone."),
+) -> dict[str, Tensor]:
+    """The plain ``{name: tensor}`` state dict inside a checkpoint.
+
+    Official DINO backbone files are already plain state dicts. Full training
+    checkpoints nest them under ``"teacher"`` / ``"student"`` (and other code uses
+    ``"model"`` or ``"state_dict"``) with ``module.`` / ``backbone.`` prefixes.
+
+    Args:
+        checkpoint: what ``torch.load`` returned.
+        checkpoint_key: which entry to take; ``None`` takes the first present of
+            ``"teacher"``, ``"model"``, ``"state_dict"``, ``"student"`` (DINO evaluates the
+            teacher), or the checkpoint itself when it holds tensors only.
+        prefixes: leading key prefixes to strip (:func:`strip_prefixes`).
+
+    Raises:
+        ValueError: the key is absent, or the result still holds non-tensor values.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"expected a dict checkpoint, got {type(checkpoint).__name__}")
+    if checkpoint_key is not None:
+        if checkpoint_key not in checkpoint:
+            raise ValueError(
+                f"checkpoint has no key {checkpoint_key!r}; its keys are {sorted(checkpoint)[:20]}"
+            )
+        inner = checkpoint[checkpoint_key]
+    elif all(isinstance(v, Tensor) for v in checkpoint.values()):
+        inner = checkpoint
+    else:
+        found = [k for k in _WRAPPER_KEYS if isinstance(checkpoint.get(k), Mapping)]
+        if not found:
+            raise ValueError(
+                "checkpoint is neither a plain state dict nor wraps one under "
+                f"{list(_WRAPPER_KEYS)}; its keys are {sorted(checkpoint)[:20]}"
+            )
+        inner = checkpoint[found[0]]
+    bad = [k for k, v in inner.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise ValueError(f"state dict values must be tensors; not so for {bad[:10]}")
+    return strip_prefixes(inner, prefixes)
 
 
 def load_strict(

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from teachkit.infra.run import portable_command, write_metrics
-from teachkit.infra.weights import load_strict
+from teachkit.infra.weights import load_strict, read_state_dict
 
 __all__ = ["ModelCard", "SHIPPED_DIR", "available", "cards", "check_shipped_name", "finish_run",
            "load_card", "load_shipped", "load_or_train", "save_card", "save_shipped"]
@@ -151,7 +151,7 @@ def load_shipped(name: str, model: nn.Module) -> ModelCard:
         ValueError: no checkpoint ``name`` is shipped, or it does not fit ``model`` (the
             message lists the missing and unexpected keys and the shape mismatches).
     """
-    state = torch.load(_path(name, ".pt"), map_location="cpu", weights_only=True)
+    state = read_state_dict(_path(name, ".pt"), prefixes=())
     load_strict(model, state, source=f"checkpoint {name!r}")
     model.eval()
     return load_card(name)

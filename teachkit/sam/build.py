@@ -20,9 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from teachkit.infra.weights import StateDictMismatchError, load_strict
+from teachkit.infra.weights import StateDictMismatchError, load_strict, read_state_dict
 from teachkit.sam.image_encoder import ImageEncoderViT
 from teachkit.sam.mask_decoder import MaskDecoder
 from teachkit.sam.model import Sam
@@ -78,9 +76,9 @@ def load_sam_checkpoint(model: Sam, checkpoint: str | Path) -> None:
     """Load a state dict file into ``model`` strictly, with ``weights_only=True``.
 
     Accepts the official ``sam_vit_*.pth`` files (a bare state dict) and files that wrap
-    it as ``{"model": state_dict}``. The course's strict loader
-    (:func:`teachkit.infra.weights.load_strict`) does the work: nothing is copied unless every
-    key fits.
+    it as ``{"model": state_dict}``. The course's one reader and strict loader
+    (:func:`teachkit.infra.weights.read_state_dict`, :func:`~teachkit.infra.weights.load_strict`)
+    do the work: nothing is copied unless every key fits.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -90,26 +88,14 @@ def load_sam_checkpoint(model: Sam, checkpoint: str | Path) -> None:
             model size is the usual cause); or a file that holds no mapping of names to
             tensors. Every message names the file.
     """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"SAM checkpoint not found: {path}")
+    state = read_state_dict(checkpoint)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise ValueError(
-            f"SAM checkpoint {path} cannot be read ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); it may be truncated "
-            "or not a PyTorch checkpoint: download or save it again"
-        ) from err
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    try:
-        load_strict(model, state, source=f"SAM checkpoint {path}")
+        load_strict(model, state, source=f"SAM checkpoint {checkpoint}")
     except StateDictMismatchError as err:
         # The shared check; the message keeps SAM's wording (Python lists of keys, which
         # tests/test_sam_model.py matches) and adds the usual cause.
         raise ValueError(
-            f"checkpoint {path} does not match the model "
+            f"checkpoint {checkpoint} does not match the model "
             f"(is it for another size?): missing keys {_head(err.missing)}; "
             f"unexpected keys {_head(err.unexpected)}; shape mismatches {_head(err.mismatched)}"
         ) from None
