@@ -10,7 +10,7 @@
 # The three share the card (2026-11-27, one H100: the two DINO runs side by side took 319 s
 # and 349 s of training). Each is limited to LIMIT_S; a DINO run stopped by the limit keeps
 # its last checkpoint and is shipped from it (its card says how many steps it made), and
-# re-running the same line resumes it. Then `ship-dino` measures each DINO run on the
+# re-running the same line resumes it. Then `ship` measures each DINO run on the
 # chapters' split (k-NN of the teacher, its random init and raw pixels; attention Jaccard
 # for the ViT) and writes its card and weights; the contrastive run writes its own.
 #
@@ -63,7 +63,7 @@ limited contrastive python3 -m teachkit.train contrastive --dataset critters --a
 wait
 echo "== runs finished after $(($(date +%s) - START)) s"
 
-echo "== ship-dino (the chapters' split)"
+echo "== ship (the chapters' split)"
 for preset in cnn_critters vit_nano_critters; do
     python3 - "$RUNS/$preset" "dino_$preset" "$SHIP" "${SPLIT[@]}" >>"$RUNS/logs/ship.log" 2>&1 <<'PY'
 import sys

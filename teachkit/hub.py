@@ -42,7 +42,6 @@ The cache directory is ``$TEACHKIT_CACHE`` if set, else ``~/.cache/teachkit``.
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -409,8 +408,15 @@ def load(
         if weights is not None:
             raise ValueError(f"{name!r} is a shipped model: its weights come with the course, "
                              "so weights= applies to official names only")
+        from teachkit.train import build_from_command
+
         card = pretrained.load_card(name)
-        model = _shipped_architecture(card)
+        try:
+            model = build_from_command(card.command)
+        except ValueError as err:
+            raise ValueError(
+                f"the card of {name!r} cannot rebuild its architecture: {err}"
+            ) from None
         pretrained.load_shipped(name, model)
         return model, card
     raise ValueError(
@@ -434,15 +440,3 @@ def _official_architecture(entry: WeightsEntry) -> nn.Module:
     from teachkit.models.vit import VisionTransformer
 
     return VisionTransformer(**entry.architecture)
-
-
-def _shipped_architecture(card: Any) -> nn.Module:
-    """The random-weight network a shipped card describes (see :func:`load`)."""
-    from teachkit.train import build_parser
-
-    words = shlex.split(card.command)
-    if "teachkit.train" not in words:
-        raise ValueError(f"the card of {card.name!r} records no python -m teachkit.train "
-                         f"command to rebuild its architecture from: {card.command!r}")
-    args = build_parser().parse_args(words[words.index("teachkit.train") + 1 :])
-    return args.build(args)

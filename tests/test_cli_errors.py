@@ -128,7 +128,7 @@ def test_sam_and_unet_out_that_is_a_file(a_file, capsys, command):
 def test_ship_dino_needs_a_run_folder(tmp_path, capsys):
     argv = ["ship-dino", "--run", str(tmp_path / "none"), "--name", "x", "--description", "d"]
     line = usage_error(argv, capsys)
-    assert "is not a folder (the --out of a DINO run)" in line
+    assert "has no metrics.json: expected the --out folder of a finished training run" in line
 
 
 @pytest.mark.parametrize("command", ["sam", "unet", "autoencoder", "contrastive", "supervised"])

@@ -508,7 +508,7 @@ TINY_CRITTERS = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4",
 
 def test_the_quick_preset_trains_on_critters_and_records_its_data_variant(tmp_path, capsys):
     """``--preset quick`` is the critters recipe; a ``CrittersConfig`` field given as a flag
-    draws the stream of that variant and is recorded for ``ship-dino``."""
+    draws the stream of that variant and is recorded for ``ship``."""
     args = build_parser().parse_args(["dino", "--out", str(tmp_path)])
     assert args.profile == "quick" and dino_config_from_args(args).arch == "small_cnn"
     main(["dino", *TINY_CRITTERS, "--critters-context-strength", "0",

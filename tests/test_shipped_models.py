@@ -57,7 +57,7 @@ DINO_MODELS = [n for n in pretrained.available() if pretrained.load_card(n).conf
 
 @pytest.mark.parametrize("name", DINO_MODELS)
 def test_shipped_dino_backbone_reproduces_its_card(name):
-    """The teacher backbones shipped by ``ship-dino``: k-NN of the trained network, of its
+    """The teacher backbones shipped by ``ship``: k-NN of the trained network, of its
     random initialisation and of raw pixels, on the split the card names."""
     from teachkit.dino.config import DINOConfig
     from teachkit.dino.export import build_run_backbone, evaluate_backbone

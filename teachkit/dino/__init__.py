@@ -17,7 +17,7 @@ One module per idea of the paper, in the order the course meets them:
 * :mod:`~teachkit.dino.export`: a finished (or stopped) run shipped as a checkpoint with
   its model card; :mod:`~teachkit.dino.shipped`: a shipped backbone loaded back, with the
   random initialisation it started from;
-* :mod:`~teachkit.dino.cli`: the ``dino`` and ``ship-dino`` commands of
+* :mod:`~teachkit.dino.cli`: the ``dino`` command of
   ``python -m teachkit.train``.
 """
 

@@ -1,13 +1,13 @@
-"""The ``dino`` and ``ship-dino`` sub-commands of ``python -m teachkit.train``.
+"""The ``dino`` sub-command of ``python -m teachkit.train``, and the shipping of DINO runs.
 
 ``dino`` trains (:func:`teachkit.dino.trainer.train_dino`) with every :class:`DINOConfig`
 and :class:`MultiCropConfig` field as a flag (``--teacher-temp 0.07``,
 ``--no-norm-last-layer``, ``--local-crops-number 6`` ...) carrying the help text of the
 field, every :class:`CrittersConfig` field as a data-variant flag (``--context-strength
 0``), ``--init NAME`` to start from a shipped backbone, and ``--preset`` naming the recipe
-the flags override (:data:`teachkit.dino.presets.PRESETS`). ``ship-dino`` turns a
-finished run into a shipped checkpoint with its model card
-(:func:`teachkit.dino.export.ship_run`). :func:`add_dino_commands` registers both.
+the flags override (:data:`teachkit.dino.presets.PRESETS`). ``ship`` turns a finished
+DINO run into a shipped checkpoint with its model card through :func:`run_ship`
+(:func:`teachkit.dino.export.ship_run`).
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ _BACKBONE_FIELDS: tuple[str, ...] = ("arch", "patch_size", "conv_stem")
 
 
 def add_dino_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``dino`` (:func:`run_dino`) and ``ship-dino`` (:func:`run_ship`) on an
-    argparse ``subparsers`` object; ``args.func(args)`` runs the one chosen."""
+    """Register ``dino`` (:func:`run_dino`) on an argparse ``subparsers`` object;
+    ``args.func(args)`` runs it. ``ship`` (:mod:`teachkit.train`) hands DINO runs to
+    :func:`run_ship`."""
     _add_dino_parser(subparsers)
-    _add_ship_parser(subparsers)
 
 
 def _add_dino_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -326,49 +326,14 @@ def run_dino(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_ship_parser(subparsers: argparse._SubParsersAction) -> None:
-    """The ``ship-dino`` subcommand (teachkit.dino.export.ship_run)."""
-    p = subparsers.add_parser(
-        "ship-dino",
-        help="ship a finished DINO run as a pretrained checkpoint with a model card",
-        description="Evaluate a DINO run directory (k-NN of the teacher, of its random "
-        "initialisation and of raw pixels; attention Jaccard for ViTs) and write "
-        "NAME.pt, NAME.json and NAME.md into teachkit/pretrained.",
-    )
-    p.add_argument("--run", required=True, help="the run's --out directory")
-    p.add_argument("--name", required=True, help="file stem of the shipped checkpoint")
-    p.add_argument("--description", required=True, help="one sentence for the card")
-    p.add_argument(
-        "--command",
-        default=None,
-        dest="train_command",
-        help="training command, for runs whose metrics.json lacks it",
-    )
-    p.add_argument("--hardware", default=None, help="likewise, where it trained")
-    p.add_argument("--wall-time-s", type=float, default=None, help="likewise, its wall time")
-    p.add_argument(
-        "--history-only",
-        action="store_true",
-        help="ship the card and its curves, not the weights (ablations)",
-    )
-    p.add_argument(
-        "--split",
-        type=int,
-        nargs=2,
-        default=(5000, 1000),
-        metavar=("TRAIN", "TEST"),
-        help="the card's k-NN bank and queries: the dataset's splits(TRAIN, TEST, seed=0) "
-        "(5000 1000, the split every chapter uses; smaller only for smoke tests)",
-    )
-    p.set_defaults(func=run_ship, _parser=p)
-
-
 def run_ship(args: argparse.Namespace) -> int:
-    """``ship-dino``: write the run's checkpoint and model card; the exit status."""
+    """``ship`` of a DINO run: measure it, write its checkpoint and model card; the exit
+    status."""
     from teachkit.dino.export import ship_run
 
-    if not Path(args.run).is_dir():
-        args._parser.error(f"--run {args.run!r} is not a folder (the --out of a DINO run)")
+    if not args.description:
+        args._parser.error("--description is required to ship a DINO run (one sentence "
+                           "for its card)")
 
     with usage_errors(args, ValueError, FileNotFoundError):  # a bad --name, an unreadable run
         card = ship_run(

@@ -12,7 +12,7 @@ command, hardware, wall time, the metric history and results measured on a fixed
 
 Command line::
 
-    python -m teachkit.train ship-dino --run /tmp/runs/dino_vit --name dino_vit_nano_shapes \\
+    python -m teachkit.train ship --run /tmp/runs/dino_vit --name dino_vit_nano_shapes \\
         --description "..."
 
 ``--history-only`` ships the card alone (the ablation runs, whose curves are the lesson).

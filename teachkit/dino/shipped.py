@@ -1,6 +1,6 @@
 """Shipped DINO backbones, rebuilt from their model cards (Chapters 2-5 and 7 load them).
 
-A card written by ``python -m teachkit.train ship-dino`` (:func:`teachkit.dino.export.ship_run`)
+A card written by ``python -m teachkit.train ship`` (:func:`teachkit.dino.export.ship_run`)
 records the run's full :class:`~teachkit.dino.config.DINOConfig`. That is enough to rebuild
 the network twice: once to receive the shipped teacher weights, once at the random
 initialisation training started from (the run's seed rebuilds it bit for bit), the
@@ -42,8 +42,8 @@ def load_shipped_dino(name: str) -> tuple[nn.Module, nn.Module, pretrained.Model
     card = pretrained.load_card(name)
     if not card.config.get("arch"):
         raise ValueError(
-            f"the card of {name!r} records no DINO config (no 'arch'): it was not shipped "
-            "by ship-dino; load it with teachkit.pretrained.load_shipped and its own model"
+            f"the card of {name!r} records no DINO config (no 'arch'): it is not a DINO "
+            "run's card; load it with teachkit.hub.load"
         )
     config = DINOConfig.from_dict(card.config)
     trained = build_run_backbone(config)

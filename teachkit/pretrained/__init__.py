@@ -202,7 +202,7 @@ def finish_run(
 ) -> ModelCard:
     """The end of every training command that trains in one go (``sam``, ``unet``,
     ``autoencoder``, ``contrastive``, ``supervised``; DINO runs are shipped from their
-    folder by ``ship-dino``).
+    folder by ``ship``, which measures them first).
 
     Writes ``model.pt`` and ``metrics.json`` into ``out_dir``; with ``ship``, also the
     fp16 weights and the card into :data:`SHIPPED_DIR`, the card's command naming
