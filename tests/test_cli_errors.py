@@ -79,17 +79,17 @@ def test_dino_and_baselines_cuda_without_a_gpu(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["autoencoder", "--steps", "0"], "--steps must be >= 1, got 0"),
-        (["autoencoder", "--batch-size", "-4"], "--batch-size must be >= 1, got -4"),
-        (["autoencoder", "--lr", "nan"], "--lr must be a positive number, got nan"),
-        (["autoencoder", "--code-dim", "0"], "--code-dim must be >= 1, got 0"),
-        (["supervised", "--checkpoint-every", "0"], "--checkpoint-every must be >= 1, got 0"),
-        (["contrastive", "--temperature", "0"], "--temperature must be a positive number"),
+        (["autoencoder", "--steps", "0"], "steps must be >= 1, got 0"),
+        (["autoencoder", "--batch-size", "-4"], "batch_size must be >= 1, got -4"),
+        (["autoencoder", "--lr", "nan"], "lr must be a positive number, got nan"),
+        (["autoencoder", "--code-dim", "0"], "code_dim must be >= 1, got 0"),
+        (["supervised", "--checkpoint-every", "0"], "checkpoint_every must be >= 1, got 0"),
+        (["contrastive", "--temperature", "0"], "temperature must be a positive number"),
         (["supervised", "--arch", "vgg"], "unknown arch 'vgg'"),
-        (["supervised", "--conv-stem"], "--conv-stem applies to ViTs only, not to 'small_cnn'"),
-        (["supervised", "--arch", "vit_nano", "--patch-size", "5"], "--patch-size must divide"),
+        (["supervised", "--conv-stem"], "conv_stem applies to ViTs only, not to 'small_cnn'"),
+        (["supervised", "--arch", "vit_nano", "--patch-size", "5"], "patch_size must divide"),
         (["autoencoder", "--device", "tpu9"], "--device 'tpu9' is not a device name"),
-        (["contrastive", "--seed", str(2**70)], "--seed must be a 64-bit integer"),
+        (["contrastive", "--seed", str(2**70)], "seed must be a 64-bit integer"),
     ],
 )
 def test_baseline_flags(tmp_path, capsys, argv, message):
