@@ -223,14 +223,21 @@ def _finish(args, cfg: BaselineConfig, model, description: str, results: dict,
     finish_run(args.out, model, card, {}, method=args.command, ship=bool(args.ship))
 
 
-def _run_autoencoder(args) -> None:
-    from teachkit.pretext.autoencoder import train_autoencoder
-
+def _start(args, build) -> tuple[Any, torch.device, torch.nn.Module, Any]:
+    """The config, the device, the seeded model and the training stream of a command."""
     cfg = _config(args)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
-    model = _autoencoder(args)
-    stream = procedural_stream(cfg.dataset, cfg.batch_size, seed=cfg.seed, device=device)
+    model = build(args)
+    stream = procedural_stream(cfg.dataset, cfg.batch_size, seed=cfg.seed, device=device,
+                               shortcuts=getattr(cfg, "shortcuts", False))
+    return cfg, device, model, stream
+
+
+def _run_autoencoder(args) -> None:
+    from teachkit.pretext.autoencoder import train_autoencoder
+
+    cfg, device, model, stream = _start(args, _autoencoder)
     losses = train_autoencoder(model, stream, steps=cfg.steps, lr=cfg.lr, device=device,
                                out_dir=args.out, checkpoint_every=cfg.checkpoint_every)
     knn = _knn(torch.nn.Sequential(model.encoder), cfg.dataset,
@@ -245,13 +252,8 @@ def _run_contrastive(args) -> None:
     from teachkit.dino.batched_augment import BatchedMultiCrop
     from teachkit.pretext.contrastive import train_contrastive
 
-    cfg = _config(args)
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
-    model = _contrastive_model(args)
+    cfg, device, model, stream = _start(args, _contrastive_model)
     augment = BatchedMultiCrop(MultiCropConfig(local_crops_number=0, global_crops_scale=(0.3, 1.0)))
-    stream = procedural_stream(cfg.dataset, cfg.batch_size, seed=cfg.seed, device=device,
-                               shortcuts=cfg.shortcuts)
     losses = train_contrastive(model, stream, augment, steps=cfg.steps, lr=cfg.lr,
                                temperature=cfg.temperature, device=device, seed=cfg.seed,
                                out_dir=args.out, checkpoint_every=cfg.checkpoint_every)
@@ -268,11 +270,7 @@ def _run_contrastive(args) -> None:
 def _run_supervised(args) -> None:
     from teachkit.supervised import accuracy, train_supervised
 
-    cfg = _config(args)
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
-    model = _classifier(args)
-    stream = procedural_stream(cfg.dataset, cfg.batch_size, seed=cfg.seed, device=device)
+    cfg, device, model, stream = _start(args, _classifier)
     losses = train_supervised(model, stream, steps=cfg.steps, lr=cfg.lr, device=device,
                               out_dir=args.out, checkpoint_every=cfg.checkpoint_every)
     model.cpu()
