@@ -41,7 +41,7 @@ class BaselineConfig:
     batch_size: int = config_field(128, "Images per step.")
     lr: float = config_field(2e-3, "Peak learning rate (one-cycle).")
     seed: int = config_field(0, "Seed of weights and data stream.")
-    device: str | None = config_field(None, "cpu, cuda, mps; None: the best one.")
+    device: str | None = config_field(None, "cpu, cuda, mps; left out (None): the best one.")
     dataset: str = config_field(
         "shapes",
         "Procedural training data: shapes (only the silhouette carries the class) or "
