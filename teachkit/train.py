@@ -149,7 +149,11 @@ def run_ship(args: argparse.Namespace) -> int:
         if not metrics_path.is_file():
             raise ValueError(f"--run {str(args.run)!r} has no metrics.json: expected the "
                              "--out folder of a finished training run")
-    metrics = json.loads(metrics_path.read_text())
+        try:
+            metrics = json.loads(metrics_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{metrics_path} is not valid JSON ({err}); is the run still "
+                             "writing it?") from None
     if "method" not in metrics:  # the DINO trainer's schema: config, run, steps, epochs
         return dino_cli.run_ship(args)
     dino_only = [flag for flag, given in (

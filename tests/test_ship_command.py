@@ -57,6 +57,10 @@ def test_dino_only_flags_on_another_run_are_usage_errors(unet_run, capsys):
 def test_ship_needs_a_finished_run_folder_and_a_plain_name(unet_run, tmp_path, capsys):
     line = usage_error(["ship", "--run", str(tmp_path / "none"), "--name", "x"], capsys)
     assert "has no metrics.json: expected the --out folder of a finished training run" in line
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "metrics.json").write_text('{"method": "unet", "ca')
+    line = usage_error(["ship", "--run", str(tmp_path / "half"), "--name", "x"], capsys)
+    assert "metrics.json is not valid JSON" in line
     line = usage_error(["ship", "--run", str(unet_run), "--name", "../../x"], capsys)
     assert "--name '../../x' must be a plain file name" in line
     assert not (tmp_path / "shipped").exists()
