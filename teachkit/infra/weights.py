@@ -35,6 +35,9 @@ __all__ = [
     "unwrap_checkpoint",
 ]
 
+#: Key prefixes of wrapped models: ``DistributedDataParallel`` and DINO's multi-crop wrapper.
+WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "backbone.")
+
 #: Keys shown per kind of mismatch in an error message; the rest are counted.
 LISTED_KEYS = 20
 
@@ -88,7 +91,7 @@ def read_state_dict(
     path: str | Path,
     *,
     checkpoint_key: str | None = None,
-    prefixes: Iterable[str] = ("module.", "backbone."),
+    prefixes: Iterable[str] = WRAPPER_PREFIXES,
 ) -> dict[str, Tensor]:
     """The plain ``{name: tensor}`` state dict in a weights file: the course's one reader.
 
@@ -130,7 +133,7 @@ def read_state_dict(
 
 
 def strip_prefixes(
-    state_dict: Mapping[str, Tensor], prefixes: Iterable[str] = ("module.", "backbone.")
+    state_dict: Mapping[str, Tensor], prefixes: Iterable[str] = WRAPPER_PREFIXES
 ) -> dict[str, Tensor]:
     """Remove wrapper prefixes from the start of every key.
 
@@ -162,7 +165,7 @@ def unwrap_checkpoint(
     checkpoint: Mapping[str, Any],
     *,
     checkpoint_key: str | None = None,
-    prefixes: Iterable[str] = ("module.", "backbone."),
+    prefixes: Iterable[str] = WRAPPER_PREFIXES,
 ) -> dict[str, Tensor]:
     """The plain ``{name: tensor}`` state dict inside a checkpoint.
 
