@@ -23,7 +23,7 @@ in this order: step, e2e, fp16, compile):
          Targets: teachkit >= 8x lightly end to end; teachkit end to end >= 85 % of
          teachkit's step alone.
 ``fp16`` (5) the T4 path: fp16 autocast + GradScaler, the precision
-         ``teachkit.profiles.pick_precision`` gives for compute capability (7, 5), against
+         ``teachkit.infra.hardware.pick_precision`` gives for compute capability (7, 5), against
          fp32 on the same seed, data and crops. The scaler starts at 65536 and skips the
          first steps while it backs off; the fp32 reference skips the same optimizer
          steps, so both make the same updates and only the arithmetic differs. Passes when
@@ -67,10 +67,10 @@ from teachkit.dino.augment import MultiCropConfig
 from teachkit.dino.batched_augment import BatchedMultiCrop
 from teachkit.dino.config import DINOConfig
 from teachkit.dino.trainer import STEP_STATS, Augment, train_dino
+from teachkit.infra.hardware import BF16, FP32, Precision, pick_precision
 from teachkit.infra.run import NonFiniteLossError
 from teachkit.models.resnet import resnet18_cifar
 from teachkit.models.vit import VIT_SIZES
-from teachkit.profiles import BF16, FP32, Precision, pick_precision
 
 PARTS = ("step", "e2e", "fp16", "compile")
 TARGETS = {

@@ -27,8 +27,8 @@ import torch
 from teachkit.dino.cli import _prepare_dino
 from teachkit.dino.export import build_run_backbone
 from teachkit.dino.trainer import train_dino
+from teachkit.infra.hardware import hardware_name
 from teachkit.knn import extract_features, knn_accuracy
-from teachkit.profiles import hardware_name
 from teachkit.train import build_parser
 
 

@@ -31,8 +31,8 @@ from bench_timing import write_json
 
 from teachkit.data.stream import mix_seed
 from teachkit.infra.checkpoint import load_checkpoint
+from teachkit.infra.hardware import hardware_name
 from teachkit.pretrained import load_shipped
-from teachkit.profiles import hardware_name
 from teachkit.sam import build_sam
 from teachkit.sam.config import SamTrainConfig
 from teachkit.sam.evaluate import eval_scenes, evaluate_sam, instance_queries

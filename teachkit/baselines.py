@@ -22,12 +22,13 @@ import torch
 from teachkit.data.datasets import PROCEDURAL, procedural_splits, procedural_stream
 from teachkit.infra.cli_checks import check_device, check_output_folder, usage_errors
 from teachkit.infra.config_fields import add_dataclass_flags, config_field, flag_values
+from teachkit.infra.hardware import hardware_name, pick_device
 from teachkit.infra.loop import StepLosses
 from teachkit.infra.run import command_line
 from teachkit.knn import extract_features, knn_accuracy
 from teachkit.models.registry import build_backbone, check_arch, is_vit
 from teachkit.pretrained import ModelCard, check_shipped_name, finish_run
-from teachkit.profiles import hardware_name, pick_device, seed_everything
+from teachkit.profiles import seed_everything
 
 __all__ = ["AutoencoderConfig", "BaselineConfig", "ContrastiveConfig", "SupervisedConfig",
            "add_commands"]

@@ -38,11 +38,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from teachkit.infra.hardware import pick_device
 from teachkit.infra.tensor_checks import describe, require_tensor
 
 # Re-exported: the chapters import the preprocessing from here, beside the k-NN it feeds.
 from teachkit.preprocess import imagenet_preprocess
-from teachkit.profiles import pick_device
 
 __all__ = [
     "KnnResult",

@@ -1,12 +1,8 @@
 import pytest
 import torch
 
-from teachkit.profiles import (
-    get_profile,
-    pick_device,
-    pick_precision,
-    seed_everything,
-)
+from teachkit.infra.hardware import pick_device, pick_precision
+from teachkit.profiles import get_profile, seed_everything
 
 
 def test_quick_is_default_and_runs_on_cpu(monkeypatch):

@@ -44,8 +44,8 @@ import torch.nn.functional as F
 
 from teachkit.data.stream import ProceduralStream
 from teachkit.infra.config_checks import check_field_types, check_pair, check_range
+from teachkit.infra.hardware import pick_device
 from teachkit.infra.tensor_checks import as_integer
-from teachkit.profiles import pick_device
 
 __all__ = [
     "CLASSES",

@@ -295,7 +295,7 @@ def _prepare_dino(args: argparse.Namespace) -> tuple[DINOConfig, Any, tuple | No
 def run_dino(args: argparse.Namespace) -> int:
     """``dino``: train (resuming from ``--out``); the exit status (1: the run failed)."""
     from teachkit.dino.trainer import UniformCollapseError, train_dino
-    from teachkit.profiles import hardware_name
+    from teachkit.infra.hardware import hardware_name
 
     dist.init_distributed()
     try:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from teachkit.dino.config import DINOConfig
-from teachkit.profiles import pick_device
+from teachkit.infra.hardware import pick_device
 
 __all__ = ["batches_from", "check_run_inputs", "check_value_range", "images_of"]
 

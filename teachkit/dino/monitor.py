@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from teachkit.dino.augment import MultiCropConfig, to_float_image
 from teachkit.dino.config import DINOConfig
+from teachkit.infra.hardware import Precision
 from teachkit.preprocess import resize_and_normalise
-from teachkit.profiles import Precision
 
 __all__ = [
     "COLLAPSE_MARGIN",

@@ -10,7 +10,7 @@ One step (DINO paper, Algorithm 1; official ``train_one_epoch``) is
     teacher <- EMA(teacher, student)                  # teachkit.dino.teacher
 
 and around it: per-step schedules (lr, weight decay, teacher momentum, teacher
-temperature), mixed precision (:func:`teachkit.profiles.pick_precision`), multi-crop
+temperature), mixed precision (:func:`teachkit.infra.hardware.pick_precision`), multi-crop
 augmentation on the device (:class:`~teachkit.dino.batched_augment.BatchedMultiCrop`),
 multi-process training under ``torchrun`` (:mod:`teachkit.infra.distributed`), atomic
 checkpoints with automatic resume under the resume policy of :mod:`teachkit.infra.run`, a tqdm
@@ -76,6 +76,7 @@ from teachkit.dino.teacher import build_teacher
 from teachkit.infra import distributed as dist
 from teachkit.infra.checkpoint import capture_rng_state, restore_rng_state
 from teachkit.infra.compile_fallback import CompiledOrEager
+from teachkit.infra.hardware import BF16, FP16, FP32, Precision, pick_precision
 from teachkit.infra.run import (
     NonFiniteLossError,
     StepHistory,
@@ -86,7 +87,7 @@ from teachkit.infra.run import (
     write_metrics,
 )
 from teachkit.models.registry import build_backbone
-from teachkit.profiles import BF16, FP16, FP32, Precision, pick_precision, seed_everything
+from teachkit.profiles import seed_everything
 
 __all__ = [
     "Augment",

@@ -11,6 +11,8 @@ modules stand on:
   built from them, and the checks of their values; ``cli_checks`` -- command-line usage
   errors;
 * ``tensor_checks`` -- argument checks with messages that say what was expected;
+* ``hardware`` -- the one device resolver, the arithmetic (precision) for a device, and
+  the hardware's name for model cards;
 * ``distributed`` -- ``torchrun`` process groups; ``optim`` -- AdamW parameter groups;
   ``compile_fallback`` -- ``torch.compile`` where it works;
 * ``download`` -- hashed, atomic downloads; ``weights`` -- the one strict state-dict loader.

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from teachkit.profiles import pick_device
+from teachkit.infra.hardware import pick_device
 
 __all__ = ["check_device", "check_output_folder", "usage_errors"]
 
@@ -51,6 +51,6 @@ def usage_errors(args: argparse.Namespace, *errors: type[Exception]) -> Iterator
 
 def check_device(name: str | None, flag: str = "--device") -> None:
     """Raise a ValueError unless ``name`` (None: pick the best) is a device of this machine
-    (:func:`teachkit.profiles.pick_device`, the one resolver, names the flag)."""
+    (:func:`teachkit.infra.hardware.pick_device`, the one resolver, names the flag)."""
     if name is not None:
         pick_device(name, what=flag)

@@ -105,7 +105,7 @@ def device_for_process(prefer: str | None = None) -> torch.device:
         return torch.device(prefer)
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank())
-    from teachkit.profiles import pick_device
+    from teachkit.infra.hardware import pick_device
 
     return pick_device()
 

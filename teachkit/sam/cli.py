@@ -110,8 +110,8 @@ def _build_unet(args: argparse.Namespace) -> nn.Module:
 
 def _finish(args, model, card_fields: dict[str, Any], metrics: dict[str, Any]) -> None:
     """The run's card (its command, this machine, today) and :func:`finish_run`."""
+    from teachkit.infra.hardware import hardware_name
     from teachkit.pretrained import ModelCard, finish_run
-    from teachkit.profiles import hardware_name
 
     program = args._prog.rsplit(" ", 1)[0]  # without the sub-command, which argv holds
     card = ModelCard(

@@ -53,8 +53,9 @@ from tqdm.auto import tqdm
 from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.stream import mix_seed
 from teachkit.infra.checkpoint import capture_rng_state, restore_rng_state
+from teachkit.infra.hardware import pick_device, pick_precision
 from teachkit.infra.run import NonFiniteLossError, StepHistory, resume_run, save_run
-from teachkit.profiles import pick_device, pick_precision, seed_everything
+from teachkit.profiles import seed_everything
 from teachkit.sam.build import build_sam_from_config
 from teachkit.sam.config import FREE_TO_CHANGE, SamTrainConfig
 from teachkit.sam.evaluate import eval_scenes, evaluate_sam

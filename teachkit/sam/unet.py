@@ -45,8 +45,9 @@ from teachkit.data.scene_chunks import SceneChunks
 from teachkit.data.shapes import CLASSES, SceneBatch
 from teachkit.infra.config_checks import check_field_types, check_range, check_seed
 from teachkit.infra.config_fields import config_field
+from teachkit.infra.hardware import pick_device
 from teachkit.infra.run import check_finite_loss
-from teachkit.profiles import pick_device, seed_everything
+from teachkit.profiles import seed_everything
 from teachkit.sam.config import seen_class_ids
 from teachkit.sam.evaluate import instance_queries
 
